@@ -1,0 +1,1 @@
+"""socksd's tests."""
