@@ -161,6 +161,34 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             )
             if beyond and not limited and not self["allow-open-proxy"]:
                 raise usage.UsageError(_OPEN_PROXY.format(listen=description))
+        self["policy"] = self._buildPolicy()
+
+    def _buildPolicy(self):
+        """
+        Compile the access rules once, here, so a bad rule is a usage error
+        rather than a failure at start-up.  With C{--rules} the policy is
+        reloadable (SIGHUP).
+        """
+        from socksd.policy import Policy, ReloadablePolicy, RulesError
+
+        rules = dict(
+            allowClients=self["allowClients"],
+            denyClients=self["denyClients"],
+            allowDestinations=self["allowDestinations"],
+            denyDestinations=self["denyDestinations"],
+            denyPrivate=bool(self["deny-private-destinations"]),
+            rulesFile=self["rules"],
+        )
+        if not any(rules.values()):
+            return None
+        try:
+            if self["rules"]:
+                policy = ReloadablePolicy.fromOptions(**rules)
+                policy.current  # load now: a bad file stops the start
+                return policy
+            return Policy.fromOptions(**rules)
+        except (RulesError, OSError) as error:
+            raise usage.UsageError(str(error))
 
 
 def makeService(options: Options) -> service.IService:
@@ -174,25 +202,7 @@ def makeService(options: Options) -> service.IService:
     from socksd.upstream import upstreamFromSpec
 
     resolver = resolverFromSpec(reactor, options["resolver"])
-    policy = None
-    if (
-        options["allowClients"]
-        or options["denyClients"]
-        or options["allowDestinations"]
-        or options["denyDestinations"]
-        or options["deny-private-destinations"]
-        or options["rules"]
-    ):
-        from socksd.policy import Policy
-
-        policy = Policy.fromOptions(
-            allowClients=options["allowClients"],
-            denyClients=options["denyClients"],
-            allowDestinations=options["allowDestinations"],
-            denyDestinations=options["denyDestinations"],
-            denyPrivate=options["deny-private-destinations"],
-            rulesFile=options["rules"],
-        )
+    policy = options["policy"]
     addressFilter = None
     if policy is not None and policy.requireResolvedCheck:
         addressFilter = policy.addressFilter
@@ -228,4 +238,39 @@ def makeService(options: Options) -> service.IService:
     top = service.MultiService()
     for description in options["listen"]:
         strports.service(description, factory).setServiceParent(top)
+    if options["rules"] and policy is not None:
+        _ReloadOnHangup(policy, reactor).setServiceParent(top)
     return top
+
+
+class _ReloadOnHangup(service.Service):
+    """
+    Reload the rules file on SIGHUP (as Dante and Tor do), without dropping
+    connections; a bad file keeps the old rules and logs an error.
+    """
+
+    def __init__(self, policy, reactor) -> None:
+        self._policy = policy
+        self._reactor = reactor
+        self._previous = None
+
+    def startService(self) -> None:
+        import signal
+
+        super().startService()
+
+        def hangup(signum, frame) -> None:
+            self._reactor.callFromThread(self._reload)
+
+        self._previous = signal.signal(signal.SIGHUP, hangup)
+
+    def _reload(self) -> None:
+        if self._policy.reload():
+            log.info("reloaded the rules on SIGHUP")
+
+    def stopService(self) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+        return super().stopService()

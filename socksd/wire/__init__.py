@@ -13,7 +13,7 @@ L{socksd.errors.MalformedMessage} subclasses for bad input, and L{OutOfTurn}
 when their owner sends a message out of order.
 """
 
-from socksd.wire import socks4, socks5
+from socksd.wire import socks4, socks5, socks6
 from socksd.wire._buffer import OutOfTurn
 
-__all__ = ["socks4", "socks5", "OutOfTurn"]
+__all__ = ["socks4", "socks5", "socks6", "OutOfTurn"]

@@ -175,12 +175,20 @@ def _checkByte(name: str, value: int) -> None:
 
 
 def _checkUint16(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0xFFFF:
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not 0 <= value <= 0xFFFF
+    ):
         raise MalformedMessage(f"{name} {value!r} is not a 16-bit unsigned integer")
 
 
 def _checkUint32(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _UINT32:
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not 0 <= value <= _UINT32
+    ):
         raise MalformedMessage(f"{name} {value!r} is not a 32-bit unsigned integer")
 
 
@@ -614,7 +622,9 @@ class AuthDataOption(Option):
         _checkByte("method", self.method)
         _checkBytes("data", self.data)
         if _pad4(1 + len(self.data)):
-            raise MalformedMessage("authentication data must fill the option to 4 bytes")
+            raise MalformedMessage(
+                "authentication data must fill the option to 4 bytes"
+            )
         if len(self.data) > _MAX_OPTION_DATA - 1:
             raise MalformedMessage("authentication data longer than an option can be")
 
@@ -920,7 +930,9 @@ class UnknownOption(Option):
         if len(self.data) > _MAX_OPTION_DATA:
             raise MalformedMessage("option data longer than an option can be")
         if _decodeKnown(self.kind, self.data, OptionContext.REQUEST) is not None:
-            raise MalformedMessage(f"kind {self.kind} data {self.data.hex()} is a known option")
+            raise MalformedMessage(
+                f"kind {self.kind} data {self.data.hex()} is a known option"
+            )
 
     def _encodeData(self) -> bytes:
         return self.data
@@ -1038,7 +1050,9 @@ def decodeOptions(data: bytes, context: OptionContext) -> tuple[AnyOption, ...]:
             raise MalformedMessage(
                 f"option kind {kind} of length {length} runs past the options"
             )
-        options.append(decodeOption(kind, bytes(data[offset + 4 : offset + length]), context))
+        options.append(
+            decodeOption(kind, bytes(data[offset + 4 : offset + length]), context)
+        )
         offset += length
     return tuple(options)
 

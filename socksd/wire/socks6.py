@@ -37,7 +37,47 @@ the server bounds the wait with a timeout.  A request with an unknown
 command code parses; the server authenticates as usual, then answers with
 Operation Reply 0x07 (command not supported).  Options a server does not
 understand come back as L{UnknownOption} and are ignored.  After a codec has
-raised, every later call to C{receiveData} raises the same error again.
+raised, every later call raises the same error again.  Building an invalid
+message raises L{MalformedMessage} (L{MessageTooLong} past a cap); sending
+a message out of turn raises L{socksd.wire.OutOfTurn}.
+
+Choices beyond C{socks6-wire.md}
+================================
+
+  - Initial data goes only with CONNECT.  Other commands' Initial Data
+    Length is ignored (no bytes are awaited), but over 16384 it is still
+    malformed.  The first advertisement counts, as the first of every
+    option kind does (A8 extended to all kinds).
+  - Method 0 is never kept in an advertisement: explicit or padding, every
+    client supports it.  Methods are a set, written in ascending order.
+  - An option of a known kind whose data do not fit its layout (wrong size
+    for a fixed-size option, a stack option with leg 0, an undefined
+    level/code pair such as IPv4-level TOS, availability other than 1 or
+    2, parity over 2, reserve over 1, a window size of 0 or 2**31 or more,
+    an empty Session ID or Authentication Data) is skipped like an unknown
+    one (an L{UnknownOption}).  Only a bad option header makes the whole
+    message malformed (A5).
+  - Bytes the draft fixes at zero are not checked: the padding byte after
+    the port, a domain name's padding, the byte after a one-byte stack
+    option value, the three bytes after a selected method, the padding
+    after RFC 1929 credentials.  They are written as zeros.
+  - A NUL inside a domain name is malformed (it cannot be told from
+    padding); a name made only of NULs is empty, so malformed.
+  - Username and password may be empty (0 to 255 bytes each), as Tor
+    allows.  Method-2 Authentication Data is an RFC 1929 request in a
+    Request and an RFC 1929 reply in either reply; method-2 data that do
+    not parse are kept as an L{AuthDataOption}, never taken as
+    credentials.
+  - A NOOP request's address and port are not checked.
+  - An Authentication Reply type other than 0 or 1 is malformed, and so is
+    a final Authentication Reply that selects a method again.
+  - The client side recognises the Version Mismatch reply as a lone C{06}
+    followed by the end of the connection (L{Socks6ClientCodec.receiveEnd}).
+  - UDP relay messages: Init and Confirmation are exactly 12 bytes; on TCP
+    a message is exactly its Message Length (trailing bytes are ignored
+    only in UDP/DTLS packets); a Datagram Error's address and reporter must
+    be IP addresses; a client that sends Init, Confirmation or Error on TCP
+    is malformed; a version byte other than 6 is L{UnsupportedVersion}.
 """
 
 from __future__ import annotations
@@ -340,9 +380,7 @@ def _stackOptions(options: tuple[Option, ...]) -> tuple[StackOption, ...]:
     return tuple(result)
 
 
-def _checkOptions(
-    options: object, context: OptionContext
-) -> None:
+def _checkOptions(options: object, context: OptionContext) -> None:
     """
     Raise unless C{options} is a tuple of options that fits the cap and
     reads back as itself in C{context}.
@@ -355,12 +393,19 @@ def _checkOptions(
             raise MalformedMessage(f"{option!r} is not a SOCKS6 option")
         if context is OptionContext.REQUEST:
             if isinstance(option, UsernamePasswordReplyOption):
-                raise MalformedMessage("a username/password reply cannot go in a Request")
+                raise MalformedMessage(
+                    "a username/password reply cannot go in a Request"
+                )
         elif isinstance(option, UsernamePasswordOption):
             raise MalformedMessage("username/password credentials cannot go in a reply")
-        if isinstance(option, AuthDataOption) and option.method == AuthMethod.USERNAME_PASSWORD:
+        if (
+            isinstance(option, AuthDataOption)
+            and option.method == AuthMethod.USERNAME_PASSWORD
+        ):
             encoded = encodeOption(option)
-            if not isinstance(decodeOption(option.KIND, encoded[4:], context), AuthDataOption):
+            if not isinstance(
+                decodeOption(option.KIND, encoded[4:], context), AuthDataOption
+            ):
                 raise MalformedMessage(
                     "use UsernamePasswordOption / UsernamePasswordReplyOption for "
                     "well-formed username/password data"
@@ -373,7 +418,11 @@ def _checkOptions(
 
 
 def _checkInt(name: str, value: object, maximum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not 0 <= value <= maximum
+    ):
         raise MalformedMessage(f"{name} {value!r} is out of range")
 
 
@@ -739,7 +788,9 @@ class UdpDatagram:
         _checkDestination(self.address, "address")
         if not isinstance(self.payload, bytes):
             raise MalformedMessage("payload must be bytes")
-        length = _UDP_HEADER + 4 + len(_encodeHost(self.address.host)) + len(self.payload)
+        length = (
+            _UDP_HEADER + 4 + len(_encodeHost(self.address.host)) + len(self.payload)
+        )
         if length > 0xFFFF:
             raise MessageTooLong(f"datagram message of {length} bytes is over 65535")
 
@@ -786,18 +837,28 @@ Message = Union[
     UdpError,
 ]
 
-UdpMessage = Union[UdpAssociationInit, UdpAssociationConfirmation, UdpDatagram, UdpError]
+UdpMessage = Union[
+    UdpAssociationInit, UdpAssociationConfirmation, UdpDatagram, UdpError
+]
 
 
 # --- building ---------------------------------------------------------------
 
 
-def _buildHead(first: int, destination: Destination, options: tuple[Option, ...]) -> bytes:
+def _buildHead(
+    first: int, destination: Destination, options: tuple[Option, ...]
+) -> bytes:
     encoded = encodeOptions(options)
     host = destination.host
     return (
         struct.pack(
-            "!BBHHBB", VERSION, first, len(encoded), destination.port, 0, addressTypeOf(host)
+            "!BBHHBB",
+            VERSION,
+            first,
+            len(encoded),
+            destination.port,
+            0,
+            addressTypeOf(host),
         )
         + _encodeHost(host)
         + encoded
@@ -810,7 +871,9 @@ def _udpHeader(kind: int, length: int, associationId: int) -> bytes:
 
 def _udpAddress(destination: Destination) -> bytes:
     host = destination.host
-    return struct.pack("!BBH", addressTypeOf(host), 0, destination.port) + _encodeHost(host)
+    return struct.pack("!BBH", addressTypeOf(host), 0, destination.port) + _encodeHost(
+        host
+    )
 
 
 def buildMessage(message: Message) -> bytes:
@@ -819,10 +882,16 @@ def buildMessage(message: Message) -> bytes:
     data).  Codecs call this from C{send}; UDP senders call it directly.
     """
     if isinstance(message, Request):
-        return _buildHead(message.command, message.destination, message.options) + message.initialData
+        return (
+            _buildHead(message.command, message.destination, message.options)
+            + message.initialData
+        )
     if isinstance(message, AuthenticationReply):
         encoded = encodeOptions(message.options)
-        return struct.pack("!BBH", VERSION, 0 if message.success else 1, len(encoded)) + encoded
+        return (
+            struct.pack("!BBH", VERSION, 0 if message.success else 1, len(encoded))
+            + encoded
+        )
     if isinstance(message, OperationReply):
         return _buildHead(message.code, message.bind, message.options)
     if isinstance(message, VersionMismatch):
@@ -837,7 +906,9 @@ def buildMessage(message: Message) -> bytes:
     if isinstance(message, UsernamePasswordReply):
         return bytes((1, message.status))
     if isinstance(message, UdpAssociationInit):
-        return _udpHeader(UdpMessageType.ASSOCIATION_INIT, _UDP_HEADER, message.associationId)
+        return _udpHeader(
+            UdpMessageType.ASSOCIATION_INIT, _UDP_HEADER, message.associationId
+        )
     if isinstance(message, UdpAssociationConfirmation):
         return _udpHeader(
             UdpMessageType.ASSOCIATION_CONFIRMATION, _UDP_HEADER, message.associationId
@@ -845,7 +916,9 @@ def buildMessage(message: Message) -> bytes:
     if isinstance(message, UdpDatagram):
         body = _udpAddress(message.address) + message.payload
         return (
-            _udpHeader(UdpMessageType.DATAGRAM, _UDP_HEADER + len(body), message.associationId)
+            _udpHeader(
+                UdpMessageType.DATAGRAM, _UDP_HEADER + len(body), message.associationId
+            )
             + body
         )
     if isinstance(message, UdpError):
@@ -856,7 +929,9 @@ def buildMessage(message: Message) -> bytes:
             + reporter.packed
         )
         return (
-            _udpHeader(UdpMessageType.ERROR, _UDP_HEADER + len(body), message.associationId)
+            _udpHeader(
+                UdpMessageType.ERROR, _UDP_HEADER + len(body), message.associationId
+            )
             + body
         )
     raise MalformedMessage(f"{message!r} is not a SOCKS6 message")
@@ -1017,7 +1092,9 @@ def readUsernamePasswordRequest(buffer: bytearray) -> UsernamePasswordRequest | 
     end = userEnd + 1 + buffer[userEnd]
     if len(buffer) < end:
         return None
-    request = UsernamePasswordRequest(bytes(buffer[2:userEnd]), bytes(buffer[userEnd + 1 : end]))
+    request = UsernamePasswordRequest(
+        bytes(buffer[2:userEnd]), bytes(buffer[userEnd + 1 : end])
+    )
     del buffer[:end]
     return request
 
@@ -1041,23 +1118,29 @@ def readUsernamePasswordReply(buffer: bytearray) -> UsernamePasswordReply | None
 
 def _decodeUdpMessage(message: bytes) -> UdpMessage:
     """
-    Read one UDP relay message from exactly its C{Message Length} bytes.
+    Read one UDP relay message from exactly its C{Message Length} bytes,
+    whose header L{_readUdpHeader} has checked.
 
     @raise MalformedMessage: it does not fit its type's layout.
     """
     kind = message[1]
     associationId = int.from_bytes(message[4:12], "big")
     length = len(message)
-    if kind in (UdpMessageType.ASSOCIATION_INIT, UdpMessageType.ASSOCIATION_CONFIRMATION):
+    if kind in (
+        UdpMessageType.ASSOCIATION_INIT,
+        UdpMessageType.ASSOCIATION_CONFIRMATION,
+    ):
         if length != _UDP_HEADER:
-            raise MalformedMessage(f"UDP message type {kind} with length {length}, not 12")
+            raise MalformedMessage(
+                f"UDP message type {kind} with length {length}, not 12"
+            )
         if kind == UdpMessageType.ASSOCIATION_INIT:
             return UdpAssociationInit(associationId)
         return UdpAssociationConfirmation(associationId)
-    if kind not in (UdpMessageType.DATAGRAM, UdpMessageType.ERROR):
-        raise MalformedMessage(f"unknown UDP message type {kind}")
     if length < _UDP_HEADER + 4:
-        raise MalformedMessage(f"UDP message type {kind} of {length} bytes is too short")
+        raise MalformedMessage(
+            f"UDP message type {kind} of {length} bytes is too short"
+        )
     addressType = message[12]
     port = int.from_bytes(message[14:16], "big")
     if kind == UdpMessageType.ERROR and addressType == AddressType.DOMAIN:
@@ -1122,7 +1205,9 @@ def decodeUdpPacket(packet: bytes) -> UdpMessage:
     """
     length = _readUdpHeader(packet)
     if length is None or len(packet) < length:
-        raise MalformedMessage(f"UDP packet of {len(packet)} bytes is shorter than its message")
+        raise MalformedMessage(
+            f"UDP packet of {len(packet)} bytes is shorter than its message"
+        )
     return _decodeUdpMessage(bytes(packet[:length]))
 
 
@@ -1194,7 +1279,6 @@ class Socks6ServerCodec(Codec):
         self.request: Request | None = None
         #: The message types send() takes now.
         self._expecting: tuple[type, ...] = (VersionMismatch,)
-        self._negotiation: int | None = None
         self._authReplies = 0
         self._operationReplies = 0
 
@@ -1252,8 +1336,7 @@ class Socks6ServerCodec(Codec):
         if reply.success:
             self._expecting = (OperationReply,)
         elif self._authReplies == 1 and reply.allowsNegotiation:
-            self._negotiation = reply.methodSelection
-            if self._negotiation == AuthMethod.USERNAME_PASSWORD:
+            if reply.methodSelection == AuthMethod.USERNAME_PASSWORD:
                 self._finished = False
                 self._step = readUsernamePasswordRequest
                 self._expecting = ()
@@ -1271,8 +1354,10 @@ class Socks6ServerCodec(Codec):
         return buildMessage(message)
 
     def _isRefusal(self, message: object) -> bool:
-        if isinstance(message, VersionMismatch) and isinstance(
-            self._failure, UnsupportedVersion
+        if (
+            isinstance(message, VersionMismatch)
+            and isinstance(self._failure, UnsupportedVersion)
+            and not self._finished
         ):
             self._refuse()
             return True
@@ -1342,7 +1427,9 @@ class Socks6ClientCodec(Codec):
         if isinstance(message, AuthenticationReply):
             self._authReplies += 1
             if self._authReplies == 2 and message.methodSelection is not None:
-                raise MalformedMessage("the final authentication reply selects a method")
+                raise MalformedMessage(
+                    "the final authentication reply selects a method"
+                )
             if message.success:
                 self._step = readOperationReply
             elif (
