@@ -9,7 +9,10 @@ import hashlib
 import os
 import socket
 
+from zope.interface import implementer
+
 from twisted.internet import reactor
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 
@@ -23,9 +26,18 @@ except ImportError:  # pragma: no cover
     Proxy = None
 
 
+@implementer(IHalfCloseableProtocol)
 class Echo(Protocol):
+    """Echo everything; on the peer's EOF, finish writing, then close."""
+
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
 
 
 def roundTrip(proxyType, proxyPort: int, host: str, port: int, rdns: bool, payload: bytes, **kw) -> bytes:
@@ -61,6 +73,7 @@ class PythonSocksTests(InteropTestCase):
         received = await deferToThread(
             roundTrip, proxyType, socksPort, host, echoPort, rdns, payload, **kw
         )
+        self.assertEqual(len(received), len(payload))
         self.assertEqual(hashlib.sha256(received).digest(), hashlib.sha256(payload).digest())
 
     async def test_socks4(self) -> None:
