@@ -69,7 +69,7 @@ class InstalledPluginTests(TestCase):
 
     def twistd(self, *argv: str, **kwargs) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "twisted", *argv],
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *argv],
             env=self.environ,
             cwd=self.cwd,
             stdout=subprocess.PIPE,

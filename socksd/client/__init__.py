@@ -1,0 +1,55 @@
+"""
+SOCKS client endpoints for Twisted applications and for chaining proxies.
+
+  - L{SOCKS5ClientEndpoint}, L{socks5Resolve}, L{socks5ResolvePtr}: SOCKS5
+    with RFC 1929 and proposal 229 authentication and Tor's extensions
+    (L{socksd.client.socks5});
+  - L{SOCKS4AClientEndpoint}, L{socks4aResolve}: SOCKS4 and SOCKS4A
+    (L{socksd.client.socks4a});
+  - endpoint strings C{socks5:} and C{socks4a:} for C{clientFromString}
+    (L{socksd.client.parser}), and L{endpointForDestination} for chaining;
+  - the shared machinery, for other versions: L{IClientHandshake},
+    L{HandshakeResult}, L{connectThrough}, L{queryThrough}
+    (L{socksd.client._protocol}).
+
+Every endpoint takes the proxy's own endpoint (TCP, TLS, UNIX, or another
+proxy's), so proxies chain by nesting.  Failures are typed
+(L{socksd.errors}, C{replyCode} set from the proxy's reply), plus
+L{ProxyDisconnected} and L{ProxyProtocolError}; cancel the Deferred to give
+up (C{addTimeout} does).
+"""
+
+from socksd.client._protocol import (
+    HandshakeResult,
+    IClientHandshake,
+    ProxyDisconnected,
+    ProxyProtocolError,
+    SocksClientProtocol,
+    TunnelTransport,
+    connectThrough,
+    peerAddressFor,
+    queryThrough,
+)
+from socksd.client.parser import DEFAULT_PROXY, endpointForDestination, quoteArgument
+from socksd.client.socks4a import SOCKS4AClientEndpoint, socks4aResolve
+from socksd.client.socks5 import SOCKS5ClientEndpoint, socks5Resolve, socks5ResolvePtr
+
+__all__ = [
+    "SOCKS5ClientEndpoint",
+    "SOCKS4AClientEndpoint",
+    "socks5Resolve",
+    "socks5ResolvePtr",
+    "socks4aResolve",
+    "endpointForDestination",
+    "quoteArgument",
+    "DEFAULT_PROXY",
+    "ProxyDisconnected",
+    "ProxyProtocolError",
+    "IClientHandshake",
+    "HandshakeResult",
+    "SocksClientProtocol",
+    "TunnelTransport",
+    "connectThrough",
+    "queryThrough",
+    "peerAddressFor",
+]
