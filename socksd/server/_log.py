@@ -1,0 +1,197 @@
+"""
+The one log event every connection ends with.
+
+A L{ConnectionRecord} collects what is known about a connection as it goes
+(who, which protocol, what was asked, what was answered, how many bytes),
+and L{ConnectionRecord.emit} sends it as a single structured
+C{twisted.logger} event in the C{socksd.connection} namespace when the
+client's connection is gone.  The event's fields:
+
+  - C{client}: the client's address as text (C{"192.0.2.7:50000"},
+    C{"[2001:db8::1]:50000"}, or the address's C{str} for other kinds);
+  - C{user}: the authenticated user's name, or L{None};
+  - C{version}: 4, 5 or 6, or L{None} before (or without) a SOCKS version;
+  - C{protocol}: C{"socks4"}, C{"socks4a"}, C{"socks5"}, C{"socks6"},
+    C{"http"}, or L{None} when the first bytes named no protocol;
+  - C{command}: the command's name (C{"connect"}, C{"bind"},
+    C{"udp-associate"}, C{"resolve"}, C{"resolve-ptr"}, or C{"0x.."} for
+    others), or L{None} before a request;
+  - C{commandCode}: the raw command byte, or L{None};
+  - C{destination}: the destination as text (C{"example.com:443"},
+    C{"[2001:db8::1]:80"}), or L{None};
+  - C{reply}: the name of the reply code sent (C{"SUCCEEDED"},
+    C{"CONNECTION_REFUSED"}, C{"GRANTED"}, C{"REJECTED"} ...; also
+    C{"VERSION_MISMATCH"} for SOCKS6 and C{"HTTP_501"} for the HTTP page),
+    or L{None} when no reply was sent;
+  - C{replyCode}: the raw reply code, or L{None};
+  - C{reason}: how the connection ended, in words (C{"closed"},
+    C{"handshake timeout"}, C{"malformed request: ..."}, C{"connect
+    failed: ..."}, C{"client refused by policy"} ...);
+  - C{bytesUp}: bytes relayed from the client to the destination,
+    optimistic data included;
+  - C{bytesDown}: bytes relayed from the destination to the client;
+  - C{duration}: seconds from connection to close.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+from twisted.logger import Logger
+
+__all__ = ["ConnectionRecord", "log", "commandName", "addressText"]
+
+#: The logger of the per-connection events.
+log = Logger(namespace="socksd.connection")
+
+_COMMAND_NAMES = {
+    0x01: "connect",
+    0x02: "bind",
+    0x03: "udp-associate",
+    0xF0: "resolve",
+    0xF1: "resolve-ptr",
+}
+
+
+def _printable(text: str | None) -> str | None:
+    """
+    C{text} safe for any log file: bytes that were not UTF-8 (lone
+    surrogates) and control characters (a newline in a domain name could
+    forge a log line) become backslash escapes.
+    """
+    if text is None:
+        return None
+    if text.isprintable():
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "backslashreplace")
+    text = raw.decode("utf-8", "backslashreplace")
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+
+
+def commandName(code: int) -> str:
+    """The name a log event gives to command C{code}."""
+    name = _COMMAND_NAMES.get(code)
+    return name if name is not None else f"0x{code:02x}"
+
+
+def addressText(address: Any) -> str:
+    """
+    Show a Twisted C{IAddress} as C{host:port} (IPv6 in brackets), or as its
+    C{str} when it has no host and port.
+    """
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if isinstance(host, str) and isinstance(port, int):
+        if ":" in host:
+            return f"[{host}]:{port}"
+        return f"{host}:{port}"
+    return str(address)
+
+
+class ConnectionRecord:
+    """
+    What is known about one connection, for its log event.
+
+    The fields are those of the event (see the module docstring), kept raw
+    until L{emit}: C{client} is the Twisted address, C{user} the avatar,
+    C{destination} a L{socksd.address.Destination} and C{reply} an
+    C{IntEnum} (or a L{str} for replies that have no code table).
+
+    @ivar relay: the relay once the tunnel is up, whose counters give the
+        byte counts.
+    @ivar started: the reactor time the connection was made.
+    """
+
+    __slots__ = (
+        "client",
+        "user",
+        "version",
+        "protocol",
+        "commandCode",
+        "destination",
+        "reply",
+        "reason",
+        "relay",
+        "started",
+        "emitted",
+    )
+
+    def __init__(self, client: Any, started: float) -> None:
+        self.client = client
+        self.started = started
+        self.user: Any = None
+        self.version: int | None = None
+        self.protocol: str | None = None
+        self.commandCode: int | None = None
+        self.destination: Any = None
+        self.reply: IntEnum | str | None = None
+        self.reason: str | None = None
+        self.relay: Any = None
+        self.emitted = False
+
+    def setReason(self, reason: str) -> None:
+        """Say how the connection ends, unless that was already said."""
+        if self.reason is None:
+            self.reason = reason
+
+    def emit(self, now: float) -> None:
+        """
+        Send the connection's event, once; later calls do nothing.
+
+        @param now: the reactor time the connection closed.
+        """
+        if self.emitted:
+            return
+        self.emitted = True
+        relay = self.relay
+        bytesUp, bytesDown = (0, 0) if relay is None else relay.byteCounts()
+        reply = self.reply
+        if isinstance(reply, IntEnum):
+            replyName: str | None = reply.name
+            replyCode: int | None = int(reply)
+        else:
+            replyName, replyCode = reply, None
+        user = self.user
+        if user is not None and not isinstance(user, str):
+            name = getattr(user, "name", None)
+            user = name if isinstance(name, str) else str(user)
+        command = None if self.commandCode is None else commandName(self.commandCode)
+        destination = None if self.destination is None else str(self.destination)
+        parts = ["{client}"]
+        if self.protocol is not None:
+            parts.append(" {protocol}")
+        if command is not None:
+            parts.append(" {command}")
+        if destination is not None:
+            parts.append(" {destination}")
+        if user is not None:
+            parts.append(" user={user}")
+        parts.append(": ")
+        if replyName is not None:
+            parts.append("{reply}, ")
+        parts.append(
+            "{reason}; {bytesUp} bytes up, {bytesDown} bytes down, {duration:.3f}s"
+        )
+        log.info(
+            "".join(parts),
+            client=_printable(addressText(self.client)),
+            user=_printable(user),
+            version=self.version,
+            protocol=self.protocol,
+            command=command,
+            commandCode=self.commandCode,
+            destination=_printable(destination),
+            reply=replyName,
+            replyCode=replyCode,
+            reason=_printable(self.reason) or "closed",
+            bytesUp=bytesUp,
+            bytesDown=bytesDown,
+            duration=max(0.0, now - self.started),
+        )

@@ -1,0 +1,426 @@
+"""
+The relay: once a tunnel is up, bytes flow between the client and the
+destination until both are done.
+
+L{startRelay} joins two connected sides.  A side is a protocol object with a
+C{transport} and a C{handler} attribute: the server's
+L{socksd.server.dispatch.Dispatcher} on the client's connection and an
+L{UpstreamProtocol} on the destination's.  Each side hands every event it
+gets (C{dataReceived}, C{readConnectionLost}, C{writeConnectionLost},
+C{connectionLost}) to its C{handler}; the relay installs one
+L{RelayDirection} as the handler of each side.
+
+  - Backpressure: each transport is registered as the other's streaming
+    producer, so a side that reads slowly pauses reading from the other, and
+    nothing is buffered without bound.
+  - Half-close: when one side ends its writing (EOF), the other side's
+    writing is shut down after the bytes in flight, and the other direction
+    goes on; when both directions have ended, both connections are closed.
+  - Teardown: when either connection is lost, the other is closed after its
+    pending bytes.
+  - Idle timeout: optional; see L{Relay}.
+
+L{startRelay} is the one entry point, so that a zero-copy relay (splice(2))
+can later be chosen there for transports that allow it.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, ip_address
+from typing import Any
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from socksd.address import Destination
+
+__all__ = [
+    "Relay",
+    "RelayDirection",
+    "UpstreamProtocol",
+    "UPSTREAM_FACTORY",
+    "startRelay",
+    "boundDestination",
+    "setNoDelay",
+    "abortTransport",
+]
+
+log = Logger()
+
+_UNSPECIFIED = Destination(IPv4Address(0), 0)
+_MISSING = object()
+
+
+def boundDestination(address: Any) -> Destination:
+    """
+    Turn a Twisted C{IAddress} (a transport's C{getHost()}) into the
+    L{Destination} a SOCKS reply reports; C{0.0.0.0:0} for an address that
+    is not IP (a UNIX socket, an in-memory transport).
+    """
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if isinstance(host, str) and isinstance(port, int) and 0 <= port <= 0xFFFF:
+        try:
+            return Destination(ip_address(host.partition("%")[0]), port)
+        except ValueError:
+            pass
+    return _UNSPECIFIED
+
+
+def setNoDelay(transport: Any) -> None:
+    """Set C{TCP_NODELAY} on C{transport} when it is a TCP transport."""
+    setter = getattr(transport, "setTcpNoDelay", None)
+    if setter is not None:
+        try:
+            setter(True)
+        except OSError:
+            pass
+
+
+def abortTransport(transport: Any) -> None:
+    """Close C{transport} now, dropping what it has not written."""
+    abort = getattr(transport, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        transport.loseConnection()
+
+
+def _unregister(transport: Any) -> None:
+    """
+    Unregister C{transport}'s producer, if it has one, so that a
+    C{loseConnection} or C{loseWriteConnection} is not held up by a paused
+    producer.
+    """
+    if getattr(transport, "producer", _MISSING) is None:
+        return
+    try:
+        transport.unregisterProducer()
+    except (RuntimeError, AttributeError):
+        pass
+
+
+class _Holding:
+    """
+    An upstream's handler between its connection and the relay: it keeps
+    what arrives, for L{startRelay} to replay.
+    """
+
+    __slots__ = ("data", "ended", "lost")
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.ended = False
+        self.lost: Failure | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def readConnectionLost(self) -> None:
+        self.ended = True
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.lost = reason
+
+
+@implementer(IProtocol, IHalfCloseableProtocol)
+class UpstreamProtocol:
+    """
+    The protocol on socksd's connection to a destination.
+
+    It hands every event to its C{handler}: until the relay starts, one that
+    keeps what arrives; then the relay's L{RelayDirection}.  No exception
+    leaves it: a failing handler aborts the connection (and the relay then
+    closes the client).
+    """
+
+    __slots__ = ("transport", "connected", "handler")
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.connected = 0
+        self.handler: Any = _Holding()
+
+    def makeConnection(self, transport: Any) -> None:
+        """See L{IProtocol.makeConnection}."""
+        self.connected = 1
+        self.transport = transport
+        self.connectionMade()
+
+    def connectionMade(self) -> None:
+        """See L{IProtocol.connectionMade}."""
+
+    def dataReceived(self, data: bytes) -> None:
+        """See L{IProtocol.dataReceived}."""
+        try:
+            self.handler.dataReceived(data)
+        except Exception:
+            self._failed("relaying data from the destination failed")
+
+    def readConnectionLost(self) -> None:
+        """See L{IHalfCloseableProtocol.readConnectionLost}."""
+        try:
+            self.handler.readConnectionLost()
+        except Exception:
+            self._failed("relaying the destination's EOF failed")
+
+    def writeConnectionLost(self) -> None:
+        """See L{IHalfCloseableProtocol.writeConnectionLost}."""
+        try:
+            self.handler.writeConnectionLost()
+        except Exception:
+            self._failed("handling the destination's half-close failed")
+
+    def connectionLost(self, reason: Failure) -> None:
+        """See L{IProtocol.connectionLost}."""
+        self.connected = 0
+        try:
+            self.handler.connectionLost(reason)
+        except Exception:
+            log.failure("handling the loss of the destination's connection failed")
+
+    def _failed(self, what: str) -> None:
+        log.failure(what)
+        abortTransport(self.transport)
+
+
+class _UpstreamFactory(Factory):
+    """Builds an L{UpstreamProtocol} per connection, quietly."""
+
+    noisy = False
+
+    def buildProtocol(self, addr: Any) -> UpstreamProtocol:
+        return UpstreamProtocol()
+
+
+#: The one protocol factory handed to every upstream endpoint's C{connect}.
+UPSTREAM_FACTORY = _UpstreamFactory()
+
+
+class RelayDirection:
+    """
+    One direction of a relay: events from the C{source} transport's
+    protocol, bytes written to the C{sink} transport.
+
+    @ivar count: the bytes relayed so far.
+    @ivar ended: C{True} once the source's EOF was seen.
+    """
+
+    __slots__ = ("relay", "source", "sink", "count", "ended")
+
+    def __init__(self, relay: Relay, source: Any, sink: Any) -> None:
+        self.relay = relay
+        self.source = source
+        self.sink = sink
+        self.count = 0
+        self.ended = False
+
+    def dataReceived(self, data: bytes) -> None:
+        """Pass C{data} on."""
+        self.count += len(data)
+        self.sink.write(data)
+
+    def readConnectionLost(self) -> None:
+        """The source sent EOF: shut down writing to the sink, after the
+        bytes in flight."""
+        if not self.ended:
+            self.ended = True
+            self.relay._readEnded(self)
+
+    def writeConnectionLost(self) -> None:
+        """Writing to the source was shut down; the other direction knows."""
+
+    def connectionLost(self, reason: Failure) -> None:
+        """The source's connection is gone: close the sink's."""
+        self.relay._lost(self, reason)
+
+
+class Relay:
+    """
+    Two transports joined: see the module docstring.
+
+    With an idle timeout, the byte counters are looked at every
+    C{idleTimeout} seconds, and both connections are closed when they have
+    not moved since the last look, so a silent tunnel is closed after
+    between one and two timeouts; nothing is done per chunk.
+
+    @ivar up: the client-to-destination direction.
+    @ivar down: the destination-to-client direction.
+    @ivar closed: C{True} once the relay closed both connections or one was
+        lost.
+    """
+
+    __slots__ = (
+        "up",
+        "down",
+        "closed",
+        "_record",
+        "_reactor",
+        "_idleTimeout",
+        "_idleCall",
+        "_lastCount",
+    )
+
+    def __init__(
+        self,
+        clientTransport: Any,
+        upstreamTransport: Any,
+        reactor: Any,
+        idleTimeout: float | None = None,
+        record: Any = None,
+    ) -> None:
+        """
+        @param reactor: an C{IReactorTime}, for the idle timeout.
+        @param idleTimeout: seconds of silence before closing, or L{None}.
+        @param record: the connection's
+            L{socksd.server._log.ConnectionRecord}, told why the relay
+            closed when it was not a plain close; or L{None}.
+        """
+        self.up = RelayDirection(self, clientTransport, upstreamTransport)
+        self.down = RelayDirection(self, upstreamTransport, clientTransport)
+        self.closed = False
+        self._record = record
+        self._reactor = reactor
+        self._idleTimeout = idleTimeout
+        self._idleCall: Any = None
+        self._lastCount = -1
+
+    def byteCounts(self) -> tuple[int, int]:
+        """The bytes relayed so far: (client to destination, destination to client)."""
+        return self.up.count, self.down.count
+
+    def _startIdleTimer(self) -> None:
+        if self._idleTimeout is not None and not self.closed:
+            self._lastCount = self.up.count + self.down.count
+            self._idleCall = self._reactor.callLater(self._idleTimeout, self._idleCheck)
+
+    def _idleCheck(self) -> None:
+        self._idleCall = None
+        try:
+            if self.closed:
+                return
+            if self.up.count + self.down.count != self._lastCount:
+                self._startIdleTimer()
+                return
+            if self._record is not None:
+                self._record.setReason("idle timeout")
+            self.closed = True
+            for transport in (self.up.source, self.down.source):
+                _unregister(transport)
+                abortTransport(transport)
+        except Exception:
+            log.failure("the relay's idle check failed")
+
+    def _stopIdleTimer(self) -> None:
+        call, self._idleCall = self._idleCall, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _readEnded(self, direction: RelayDirection) -> None:
+        """C{direction}'s source sent EOF."""
+        if self.closed:
+            return
+        sink = direction.sink
+        # The source was the sink's producer; it produces nothing more, and
+        # a paused producer would hold the half-close up.
+        _unregister(sink)
+        other = self.down if direction is self.up else self.up
+        loseWrite = getattr(sink, "loseWriteConnection", None)
+        if other.ended or loseWrite is None:
+            self._closeBoth()
+        else:
+            loseWrite()
+
+    def _closeBoth(self) -> None:
+        """Close both connections once their pending bytes are written."""
+        self.closed = True
+        self._stopIdleTimer()
+        for transport in (self.up.source, self.down.source):
+            _unregister(transport)
+            transport.loseConnection()
+
+    def _lost(self, direction: RelayDirection, reason: Failure) -> None:
+        """C{direction}'s source connection is gone."""
+        if self.closed:
+            self._stopIdleTimer()
+            return
+        self.closed = True
+        self._stopIdleTimer()
+        if self._record is not None and not reason.check(ConnectionDone):
+            side = "client" if direction is self.up else "destination"
+            self._record.setReason(
+                f"{side} connection lost: {reason.getErrorMessage()}"
+            )
+        sink = direction.sink
+        _unregister(direction.source)
+        _unregister(sink)
+        sink.loseConnection()
+
+
+def startRelay(
+    client: Any,
+    upstream: Any,
+    reactor: Any,
+    initialData: bytes = b"",
+    clientEnded: bool = False,
+    idleTimeout: float | None = None,
+    noDelay: bool = True,
+    record: Any = None,
+) -> Relay:
+    """
+    Join C{client} and C{upstream} (see the module docstring).
+
+    The client's reply must already have been written; the client's
+    transport must be reading (unless C{clientEnded}).
+
+    @param client: the client's side: a protocol with C{transport} and
+        C{handler}.
+    @param upstream: the destination's side, an L{UpstreamProtocol} (what
+        it received before now is relayed first).
+    @param reactor: an C{IReactorTime}.
+    @param initialData: bytes the client sent before the tunnel was up
+        (optimistic data), written to the destination first.
+    @param clientEnded: the client already sent EOF.
+    @param idleTimeout: see L{Relay}.
+    @param noDelay: set C{TCP_NODELAY} on the destination's connection (the
+        client's is the dispatcher's business).
+    @param record: the connection's log record; it learns the relay, for
+        the byte counts.
+    @return: the running relay.
+    """
+    clientTransport = client.transport
+    upstreamTransport = upstream.transport
+    relay = Relay(clientTransport, upstreamTransport, reactor, idleTimeout, record)
+    if record is not None:
+        record.relay = relay
+    if noDelay:
+        setNoDelay(upstreamTransport)
+    held = upstream.handler
+    if not isinstance(held, _Holding):
+        held = _Holding()
+    client.handler = relay.up
+    upstream.handler = relay.down
+    if held.lost is None:
+        if not clientEnded:
+            upstreamTransport.registerProducer(clientTransport, True)
+        if not held.ended:
+            clientTransport.registerProducer(upstreamTransport, True)
+    if initialData:
+        relay.up.dataReceived(initialData)
+    for chunk in held.data:
+        relay.down.dataReceived(chunk)
+    if clientEnded:
+        relay.up.readConnectionLost()
+    if held.ended:
+        relay.down.readConnectionLost()
+    if held.lost is not None:
+        relay.down.connectionLost(held.lost)
+    relay._startIdleTimer()
+    return relay
