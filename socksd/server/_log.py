@@ -21,6 +21,7 @@ client's connection is gone.  The event's fields:
     C{"[2001:db8::1]:80"}), or L{None};
   - C{reply}: the name of the reply code sent (C{"SUCCEEDED"},
     C{"CONNECTION_REFUSED"}, C{"GRANTED"}, C{"REJECTED"} ...; also
+    C{"NO_ACCEPTABLE_METHODS"} for a SOCKS5 method refusal,
     C{"VERSION_MISMATCH"} for SOCKS6 and C{"HTTP_501"} for the HTTP page),
     or L{None} when no reply was sent;
   - C{replyCode}: the raw reply code, or L{None};

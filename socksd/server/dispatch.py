@@ -90,7 +90,14 @@ class _Closing:
 
 
 class _FirstByte:
-    """The handler of a new connection: the first byte picks the next one."""
+    """
+    The handler of a new connection: the first byte picks the next one.
+
+    Behind a PROXY-protocol listener (C{haproxy:}), the real client's
+    address is known only once the PROXY header is read, which is before the
+    first byte reaches the dispatcher: so the client's address is looked at
+    again here, and a new one is recorded and checked against the policy.
+    """
 
     __slots__ = ("connection",)
 
@@ -101,6 +108,14 @@ class _FirstByte:
         if not data:
             return
         connection = self.connection
+        record = connection.record
+        peer = connection.transport.getPeer()
+        if peer != record.client:
+            record.client = peer
+            policy = connection.factory.policy
+            if policy is not None and not policy.allowClient(peer):
+                connection.finish("client refused by policy")
+                return
         handlerClass = connection.factory.handlers.get(data[0])
         if handlerClass is None:
             connection.finish(f"unknown first byte 0x{data[0]:02x}")

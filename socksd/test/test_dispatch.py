@@ -256,6 +256,32 @@ class DispatcherTests(SynchronousTestCase):
         self.assertEqual(event["reason"], "client refused by policy")
         self.assertEqual(event["client"], "192.0.2.7:50000")
 
+    def test_proxiedClientAddress(self) -> None:
+        """
+        When the client's address changes before the first byte (a
+        PROXY-protocol listener has read its header), the new address is
+        checked against the policy and logged.
+        """
+        real = IPv4Address("TCP", "203.0.113.5", 40000)
+
+        class Refusing(FakePolicy):
+            def allowClient(self, client: Any) -> bool:
+                self.asked.append(("client", client))
+                return client != real
+
+        policy = Refusing()
+        harness = Harness(self, policy=policy)
+        protocol, transport = harness.connect()
+        transport.peerAddr = real
+        protocol.dataReceived(b"\x05\x01\x00")
+        self.assertEqual(policy.asked, [("client", CLIENT), ("client", real)])
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+        harness.close(protocol)
+        event = harness.onlyEvent(self)
+        self.assertEqual(event["client"], "203.0.113.5:40000")
+        self.assertEqual(event["reason"], "client refused by policy")
+
     def test_handshakeTimeout(self) -> None:
         """
         A client that sends nothing is closed after C{handshakeTimeout}
