@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 from socksd.address import Destination
-from socksd.errors import NotAllowed, OnionServiceError
+from socksd.errors import NotAllowed, OnionServiceError, ResolveFailed
 from socksd.interfaces import ConnectContext, IResolver, IUpstreamFactory
 from socksd.onion import checkOnionName, isOnionName
 from socksd.resolve import NameResolverAdapter
@@ -204,6 +204,11 @@ class ResolvingHostnameEndpoint:
                     known = getattr(resolution, "failure", None)
                     if known is not None:
                         return known
+            if reason.check(ValueError):
+                # HostnameEndpoint refuses names that are valid SOCKS5
+                # domains but not host names (over 253 bytes, say): the
+                # name has no address, so host unreachable, not a crash.
+                return Failure(ResolveFailed(f"{self.host!r} is not a host name"))
             return reason
 
         result: Deferred = Deferred(cancel)
@@ -299,6 +304,23 @@ def _direct(reactor: Any, argument: str, resolver: IResolver, **kwargs: Any) -> 
 UPSTREAM_KINDS: dict[str, Callable[..., IUpstreamFactory]] = {
     "direct": _direct,
 }
+
+
+def _chain(kind: str) -> Callable[..., IUpstreamFactory]:
+    """Build a L{socksd.chain.ChainUpstream} for a C{socks5:}/C{socks4a:} spec."""
+
+    def build(reactor: Any, argument: str, resolver: IResolver, **kwargs: Any) -> Any:
+        from socksd.chain import ChainUpstream
+
+        return ChainUpstream(
+            reactor, f"{kind}:{argument}", addressFilter=kwargs.get("addressFilter")
+        )
+
+    return build
+
+
+UPSTREAM_KINDS["socks5"] = _chain("socks5")
+UPSTREAM_KINDS["socks4a"] = _chain("socks4a")
 
 
 def upstreamFromSpec(

@@ -561,3 +561,37 @@ class DirectUpstreamLoopbackTests(TestCase):
         )
         self.assertEqual(replyFor(error, ReplyProfile.SOCKS5), Socks5Reply.HOST_UNREACHABLE)
         self.assertEqual(self.exploding.asked, [])
+
+
+class OverlongNameTests(TestCase):
+    """
+    A SOCKS5 domain that is not a valid host name fails as unresolvable.
+    """
+
+    def test_overlongName(self) -> None:
+        """
+        A 255-byte name (valid on the SOCKS5 wire, too long for DNS) gives
+        L{ResolveFailed}, which SOCKS5 reports as 04, not 01.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.protocol import Factory, Protocol
+
+        from socksd.address import Destination
+        from socksd.errors import ResolveFailed as Unresolved
+        from socksd.interfaces import ConnectContext
+        from socksd.replies import ReplyProfile, Socks5Reply, replyFor
+        from socksd.resolve import SystemResolver
+        from socksd.upstream import DirectUpstream
+
+        name = ".".join(["a" * 63] * 4)[:255]
+        upstream = DirectUpstream(reactor, SystemResolver(reactor))
+        endpoint = upstream.endpointFor(Destination(name, 80), ConnectContext())
+        d = endpoint.connect(Factory.forProtocol(Protocol))
+
+        def check(failure):
+            failure.trap(Unresolved)
+            self.assertEqual(
+                replyFor(failure, ReplyProfile.SOCKS5), Socks5Reply.HOST_UNREACHABLE
+            )
+
+        return d.addCallbacks(lambda _: self.fail("connected"), check)
