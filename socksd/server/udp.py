@@ -1,0 +1,358 @@
+"""
+UDP ASSOCIATE (RFC 1928 section 7), for SOCKS5.
+
+L{serveUdpAssociate} is the C{udpAssociate} method of the SOCKS5 handler's
+command table.  It opens one UDP socket per association, on the address of
+the interface the client came in on, and answers with that socket's address
+and port.  The client's TCP connection becomes the control connection: when
+it closes (or sends EOF), the association ends; so does an association that
+carries no datagram for C{ServerConfig.udpTimeout} seconds.
+
+Datagrams on the association's socket:
+
+  - from the client (the control connection's peer address, and the port
+    the request named when it was not 0; else the port of the client's first
+    datagram): they carry the RFC 1928 header, taken apart with
+    L{socksd.wire.socks5.parseUdpDatagram}.  A datagram with FRAG other than
+    0 (socksd does not reassemble), or a malformed one, is dropped.  The
+    policy decides on each destination (command C{udp}); names are resolved
+    with the factory's resolver behind a L{socksd.resolve.CachingResolver},
+    and at most L{MAX_PENDING} datagrams wait for names at once (more are
+    dropped).  The payload goes to the destination;
+  - from a host the client sent to: the payload goes back to the client
+    behind a header naming that host (L{socksd.wire.socks5.buildUdpDatagram});
+  - from anyone else: dropped, and logged at most once every
+    L{LOG_INTERVAL} seconds per association, with a count.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Any
+
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from socksd.address import Destination
+from socksd.errors import MalformedMessage, NotAllowed
+from socksd.interfaces import ConnectContext
+from socksd.replies import successFor
+from socksd.resolve import CachingResolver
+from socksd.server.relay import boundDestination
+from socksd.wire.socks5 import buildUdpDatagram, parseUdpDatagram
+
+__all__ = [
+    "serveUdpAssociate",
+    "UdpAssociation",
+    "UdpControl",
+    "MAX_PENDING",
+    "MAX_REMOTES",
+    "LOG_INTERVAL",
+]
+
+log = Logger()
+
+#: The most datagrams of one association waiting for a name resolution.
+MAX_PENDING = 64
+#: The most remote (address, port) pairs one association remembers as
+#: allowed to answer; the least recently used is forgotten first.
+MAX_REMOTES = 1024
+#: Seconds between two log events about dropped datagrams, per association.
+LOG_INTERVAL = 10.0
+
+
+def _ip(host: Any) -> IPv4Address | IPv6Address | None:
+    """An address literal as an address (IPv4-mapped IPv6 as IPv4), or L{None}."""
+    try:
+        found = ip_address(str(host).partition("%")[0])
+    except ValueError:
+        return None
+    mapped = getattr(found, "ipv4_mapped", None)
+    return mapped if mapped is not None else found
+
+
+def serveUdpAssociate(
+    handler: Any, destination: Destination, context: ConnectContext
+) -> None:
+    """
+    Serve a UDP ASSOCIATE request for C{handler} (a SOCKS5 handler).
+
+    @param destination: where the client will send from; its port, when not
+        0, is the only port the client may use.  Its address is not trusted:
+        only the control connection's peer address may use the association.
+    """
+    connection = handler.connection
+    factory = connection.factory
+    transport = connection.transport
+    host = getattr(transport.getHost(), "host", None)
+    clientHost = _ip(getattr(transport.getPeer(), "host", None))
+    if _ip(host) is None or clientHost is None:
+        handler.refuse(
+            NotAllowed("UDP ASSOCIATE needs an IP connection"),
+            "UDP ASSOCIATE refused: the client did not come in over IP",
+        )
+        return
+    association = UdpAssociation(handler, context, clientHost, destination.port or None)
+    try:
+        association.port = factory.reactor.listenUDP(0, association, interface=host)
+    except Exception as error:
+        handler.refuse(error, f"UDP ASSOCIATE could not listen on {host}: {error}")
+        return
+    handler._early = None
+    control = UdpControl(association)
+    connection.handler = control
+    code = successFor(handler.profile)
+    record = connection.record
+    record.reply = code
+    record.relay = association
+    connection.transport.write(
+        handler.buildReply(code, boundDestination(association.port.getHost()))
+    )
+    association.startTimer()
+
+
+class UdpControl:
+    """
+    The control connection's handler during an association: what the client
+    sends is ignored; its EOF or close ends the association.
+    """
+
+    __slots__ = ("association",)
+
+    def __init__(self, association: UdpAssociation) -> None:
+        self.association = association
+
+    def dataReceived(self, data: bytes) -> None:
+        """The control connection carries nothing after the reply: ignore."""
+
+    def readConnectionLost(self) -> None:
+        """EOF from the client ends the association."""
+        self.association.handler.connection.finish(
+            "client closed the UDP control connection"
+        )
+
+    def writeConnectionLost(self) -> None:
+        """Nothing to do."""
+
+    def connectionLost(self, reason: Failure) -> None:
+        """The control connection is gone: close the socket."""
+        self.association.handler.connection.record.setReason(
+            "UDP control connection closed"
+        )
+        self.association.stop()
+
+
+class UdpAssociation(DatagramProtocol):
+    """
+    One association's UDP socket; see the module docstring.
+
+    @ivar port: the listening UDP port.
+    @ivar clientHost: the only address the client may send from.
+    @ivar clientPort: the client's port, once known.
+    @ivar bytesUp: payload bytes sent on to destinations.
+    @ivar bytesDown: payload bytes sent back to the client.
+    @ivar dropped: datagrams dropped since the association started.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        handler: Any,
+        context: ConnectContext,
+        clientHost: IPv4Address | IPv6Address,
+        clientPort: int | None,
+    ) -> None:
+        self.handler = handler
+        self.connection = handler.connection
+        factory = self.connection.factory
+        self.reactor = factory.reactor
+        self.policy = factory.policy
+        self.context = context
+        self.resolver = CachingResolver(
+            factory.resolver, factory.reactor, maxEntries=64
+        )
+        self.timeout = factory.config.udpTimeout
+        self.clientHost = clientHost
+        self.clientPort = clientPort
+        self.port: Any = None
+        self.bytesUp = 0
+        self.bytesDown = 0
+        self.dropped = 0
+        self._unlogged = 0
+        self._lastLog: float | None = None
+        self._remotes: OrderedDict[tuple[Any, int], None] = OrderedDict()
+        self._pending = 0
+        self._lastActivity = self.reactor.seconds()
+        self._timer: Any = None
+        self._stopped = False
+
+    def byteCounts(self) -> tuple[int, int]:
+        """Payload bytes (to destinations, to the client), for the log."""
+        return self.bytesUp, self.bytesDown
+
+    # Lifetime
+
+    def startTimer(self) -> None:
+        """Start the idle timer, if there is a timeout."""
+        if self.timeout is not None:
+            self._timer = self.reactor.callLater(self.timeout, self._idleCheck)
+
+    def _idleCheck(self) -> None:
+        self._timer = None
+        assert self.timeout is not None
+        idle = self.reactor.seconds() - self._lastActivity
+        if idle >= self.timeout:
+            self.connection.finish("UDP association idle timeout")
+        else:
+            self._timer = self.reactor.callLater(self.timeout - idle, self._idleCheck)
+
+    def stop(self) -> None:
+        """End the association: close the socket, stop the timer."""
+        if self._stopped:
+            return
+        self._stopped = True
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        port, self.port = self.port, None
+        if port is not None:
+            port.stopListening()
+
+    # Datagrams
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        """Sort a datagram: from the client, from a remote, or dropped."""
+        if self._stopped:
+            return
+        try:
+            host, port = _ip(addr[0]), addr[1]
+            if host == self.clientHost and port == self.clientPort:
+                self._fromClient(data, addr)
+            elif (host, port) in self._remotes:
+                self._fromRemote(data, host, port)
+            elif host == self.clientHost and self.clientPort is None:
+                self.clientPort = port
+                self._fromClient(data, addr)
+            else:
+                self._drop(f"sender {addr[0]}:{addr[1]} is not the client")
+        except Exception:
+            log.failure("handling a UDP datagram failed")
+
+    def _drop(self, why: str) -> None:
+        """Count a dropped datagram; log now and then."""
+        self.dropped += 1
+        self._unlogged += 1
+        now = self.reactor.seconds()
+        if self._lastLog is None or now - self._lastLog >= LOG_INTERVAL:
+            self._lastLog = now
+            log.warn(
+                "UDP association of {client}: dropped {count} datagram(s); "
+                "latest: {why}",
+                client=self.connection.record.client,
+                count=self._unlogged,
+                why=why,
+            )
+            self._unlogged = 0
+
+    def _fromClient(self, data: bytes, addr: Any) -> None:
+        self._lastActivity = self.reactor.seconds()
+        try:
+            frag, destination, payload = parseUdpDatagram(data)
+        except MalformedMessage as error:
+            self._drop(f"malformed datagram from the client: {error}")
+            return
+        if frag != 0:
+            self._drop(f"fragment (FRAG {frag}) from the client")
+            return
+        context = self.context
+        if self.policy is not None:
+            try:
+                context = self.handler.checkPolicy(destination, context)
+            except Exception:
+                log.failure("the policy failed to decide on a UDP datagram")
+                context = None
+            if context is None:
+                self._drop(f"destination {destination} refused by policy")
+                return
+        host = destination.host
+        if not isinstance(host, str):
+            self._send(host, destination.port, payload, context, False)
+            return
+        if self._pending >= MAX_PENDING:
+            self._drop(f"too many datagrams waiting for names ({destination})")
+            return
+        self._pending += 1
+        resolving = maybeDeferred(self.resolver.resolve, host)
+
+        def resolved(addresses: list[Any]) -> None:
+            self._pending -= 1
+            if self._stopped:
+                return
+            address = self._choose(addresses)
+            if address is None:
+                self._drop(f"{host} has no address of the socket's family")
+                return
+            self._send(address, destination.port, payload, context, True)
+
+        def failed(failure: Failure) -> None:
+            self._pending -= 1
+            self._drop(f"{host} not resolved: {failure.getErrorMessage()}")
+
+        resolving.addCallbacks(resolved, failed)
+        resolving.addErrback(lambda f: log.failure("sending a UDP datagram failed", f))
+
+    def _choose(self, addresses: list[Any]) -> Any:
+        """The first address the socket's family can reach."""
+        version = self.clientHost.version
+        for address in addresses:
+            if address.version == version:
+                return address
+        return None
+
+    def _send(
+        self,
+        address: Any,
+        port: int,
+        payload: bytes,
+        context: ConnectContext,
+        resolved: bool,
+    ) -> None:
+        policy = self.policy
+        if (
+            resolved
+            and policy is not None
+            and getattr(policy, "requireResolvedCheck", False)
+            and not policy.allowAddress(context, address, port)
+        ):
+            self._drop(f"resolved address {address} refused by policy")
+            return
+        address = _ip(address)
+        if address is None or port == 0:
+            self._drop("destination port 0 or bad address")
+            return
+        try:
+            self.transport.write(payload, (str(address), port))
+        except OSError as error:
+            self._drop(f"sending to {address}:{port} failed: {error}")
+            return
+        self.bytesUp += len(payload)
+        key = (address, port)
+        remotes = self._remotes
+        remotes[key] = None
+        remotes.move_to_end(key)
+        if len(remotes) > MAX_REMOTES:
+            remotes.popitem(last=False)
+
+    def _fromRemote(self, data: bytes, host: Any, port: int) -> None:
+        self._lastActivity = self.reactor.seconds()
+        try:
+            datagram = buildUdpDatagram(Destination(host, port), data)
+            self.transport.write(datagram, (str(self.clientHost), self.clientPort))
+        except (OSError, MalformedMessage) as error:
+            self._drop(f"sending back to the client failed: {error}")
+            return
+        self.bytesDown += len(data)
