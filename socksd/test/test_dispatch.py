@@ -393,21 +393,21 @@ class Socks6Tests(SynchronousTestCase):
     reply.
     """
 
-    def test_versionMismatch(self) -> None:
+    def test_socks6Served(self) -> None:
         """
-        A first byte 06 is answered with the single byte 06, then a close.
+        A first byte 06 reaches the SOCKS6 handler: a NOOP request gets an
+        Authentication Reply and an Operation Reply, both successes.
         """
         harness = Harness(self)
         protocol, transport = harness.connect()
-        protocol.dataReceived(bytes.fromhex("06 01 00 00 00 50 00 01 c0 00 02 01"))
-        self.assertEqual(transport.value(), b"\x06")
-        self.assertTrue(transport.disconnecting)
+        protocol.dataReceived(bytes.fromhex("06 00 0000 0000 00 01 00000000"))
+        self.assertEqual(
+            transport.value(),
+            bytes.fromhex("06 00 0000") + bytes.fromhex("06 00 0000 0000 00 01 00000000"),
+        )
         harness.close(protocol)
         event = harness.onlyEvent(self)
-        self.assertEqual(
-            (event["version"], event["protocol"], event["reply"]),
-            (6, "socks6", "VERSION_MISMATCH"),
-        )
+        self.assertEqual((event["version"], event["protocol"]), (6, "socks6"))
 
 
 class HttpResistanceTests(SynchronousTestCase):
