@@ -1,0 +1,610 @@
+"""
+A zero-copy relay for the common case: both legs of a tunnel are plain TCP
+sockets of a readiness-based reactor (epoll, poll, select) on Linux.
+
+After the handshake, L{SpliceRelay} takes the two sockets over from their
+Twisted transports (which stop reading and writing, and hand over the bytes
+they still held) and moves the bytes of each direction with C{os.splice}
+through a pipe, socket to pipe to socket, so the payload never enters
+Python.  It keeps the ordinary relay's (L{socksd.server.relay.Relay})
+behaviour:
+
+  - Backpressure: a direction reads from its source only while its pipe is
+    empty; when the sink cannot take the pipe's bytes, the direction waits
+    for the sink to be writable before reading again.
+  - Half-close: when the source ends (splice returns 0), the sink's writing
+    is shut down (C{SHUT_WR}) once the pipe is drained, and the other
+    direction goes on; when both have ended, both connections are closed.
+  - Byte accounting: C{byteCounts()}, as the ordinary relay, for the
+    connection's log event.
+  - Teardown: both transports are closed through Twisted, so each protocol's
+    C{connectionLost} runs and the connection's log event is emitted.
+  - Idle timeout: the same periodic check of the byte counters.
+
+Each socket gets one L{_SpliceSocket}, registered with the reactor's
+C{addReader}/C{addWriter} in place of its transport; the pipes are created
+when a direction first has bytes to move, and sized with C{F_SETPIPE_SZ}
+(1 MiB, or what the system allows).
+
+L{spliceSupported} says whether two transports and a reactor allow all this;
+L{socksd.server.relay.startRelay} asks it and falls back to the ordinary
+relay otherwise.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from typing import Any
+
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+__all__ = ["SpliceRelay", "spliceSupported", "trySplice", "PIPE_SIZE"]
+
+log = Logger()
+
+#: The pipe size asked for with C{F_SETPIPE_SZ}.
+PIPE_SIZE = 1 << 20
+
+_F_SETPIPE_SZ = 1031
+_F_GETPIPE_SZ = 1032
+_SPLICE = getattr(os, "splice", None)
+_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
+
+#: Which relays this process announced already (C{True}: splice).
+_announced: set[bool] = set()
+
+
+def _readinessReactors() -> tuple[type, ...]:
+    """The reactor classes whose C{addReader}/C{addWriter} take any fd."""
+    kinds: list[type] = []
+    for module, name in (
+        ("twisted.internet.epollreactor", "EPollReactor"),
+        ("twisted.internet.pollreactor", "PollReactor"),
+        ("twisted.internet.selectreactor", "SelectReactor"),
+    ):
+        try:
+            kinds.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(kinds)
+
+
+def _tcpTransports() -> tuple[type, ...]:
+    from twisted.internet import tcp
+
+    return (tcp.Server, tcp.Client)
+
+
+def _plainTcp(transport: Any, reactor: Any) -> bool:
+    """C{transport} is an open, plain TCP transport of C{reactor}."""
+    return (
+        type(transport) in _tcpTransports()
+        and getattr(transport, "reactor", None) is reactor
+        and bool(transport.connected)
+        and not transport.disconnecting
+        and not getattr(transport, "_writeDisconnecting", False)
+        and not getattr(transport, "_writeDisconnected", False)
+        and getattr(transport, "producer", None) is None
+        and hasattr(transport, "_tempDataBuffer")
+        and hasattr(transport, "dataBuffer")
+    )
+
+
+def spliceSupported(clientTransport: Any, upstreamTransport: Any, reactor: Any) -> bool:
+    """
+    Tell whether L{SpliceRelay} can join these two transports: C{os.splice}
+    exists (Linux), both are plain, open TCP transports (C{tcp.Server} or
+    C{tcp.Client}, not TLS, not PROXY-protocol wrappers, not UNIX sockets)
+    of C{reactor}, and C{reactor} is epoll, poll or select based.
+    """
+    if _SPLICE is None:
+        return False
+    if not isinstance(reactor, _readinessReactors()):
+        return False
+    return _plainTcp(clientTransport, reactor) and _plainTcp(upstreamTransport, reactor)
+
+
+def announce(used: bool, why: str) -> None:
+    """Log, once per process and kind, which relay tunnels use."""
+    if used in _announced:
+        return
+    _announced.add(used)
+    if used:
+        log.info("tunnels are relayed with splice(2) (zero-copy)")
+    else:
+        log.info("tunnels use the ordinary relay: {why}", why=why)
+
+
+def _takeBuffered(transport: Any) -> bytes:
+    """Take the bytes C{transport} was given but has not written yet."""
+    pending = transport.dataBuffer[transport.offset :]
+    if transport._tempDataBuffer:
+        pending = bytes(pending) + b"".join(transport._tempDataBuffer)
+    transport.dataBuffer = b""
+    transport.offset = 0
+    transport._tempDataBuffer = []
+    transport._tempDataLen = 0
+    return bytes(pending)
+
+
+class _SpliceSocket:
+    """
+    One socket of a L{SpliceRelay}, as the reactor sees it: readable means
+    the direction it feeds may read; writable means the direction it drains
+    into may write.
+    """
+
+    __slots__ = ("transport", "fd", "sock", "feeds", "drains", "reading", "writing")
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.sock = transport.socket
+        self.fd = transport.fileno()
+        self.feeds: Any = None
+        self.drains: Any = None
+        self.reading = False
+        self.writing = False
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def logPrefix(self) -> str:
+        return "SpliceRelay"
+
+    def doRead(self) -> None:
+        self.feeds.readable()
+
+    def doWrite(self) -> None:
+        self.drains.writable()
+
+    def connectionLost(self, reason: Failure) -> None:
+        """The reactor gave up on this fd (an exception in C{doRead} or
+        C{doWrite}, or the reactor stopping): tear the relay down."""
+        self.feeds.relay._failed(self, reason)
+
+
+class _SpliceDirection:
+    """
+    One direction: bytes from C{source}'s socket to C{sink}'s, through a
+    pipe, after C{pending} (bytes that must go first).
+
+    @ivar count: the bytes relayed (read from the source, plus the early
+        bytes counted as the ordinary relay counts them).
+    @ivar ended: the source sent EOF.
+    @ivar done: EOF passed on to the sink (or nothing more will move).
+    """
+
+    __slots__ = (
+        "relay",
+        "source",
+        "sink",
+        "pending",
+        "pipeRead",
+        "pipeWrite",
+        "pipeSize",
+        "inPipe",
+        "count",
+        "ended",
+        "done",
+    )
+
+    def __init__(
+        self, relay: SpliceRelay, source: _SpliceSocket, sink: _SpliceSocket
+    ) -> None:
+        self.relay = relay
+        self.source = source
+        self.sink = sink
+        self.pending = b""
+        self.pipeRead = -1
+        self.pipeWrite = -1
+        self.pipeSize = 0
+        self.inPipe = 0
+        self.count = 0
+        self.ended = False
+        self.done = False
+        source.feeds = self
+        sink.drains = self
+
+    def _openPipe(self) -> None:
+        readEnd, writeEnd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.pipeRead, self.pipeWrite = readEnd, writeEnd
+        try:
+            import fcntl
+
+            fcntl.fcntl(writeEnd, _F_SETPIPE_SZ, PIPE_SIZE)
+        except (OSError, ImportError):
+            pass
+        try:
+            import fcntl
+
+            self.pipeSize = fcntl.fcntl(writeEnd, _F_GETPIPE_SZ)
+        except (OSError, ImportError):
+            self.pipeSize = 65536
+
+    def closePipe(self) -> None:
+        for fd in (self.pipeRead, self.pipeWrite):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.pipeRead = self.pipeWrite = -1
+        self.inPipe = 0
+
+    def start(self) -> None:
+        """Write what must go first, then read (or pass EOF on)."""
+        self._drain()
+
+    def readable(self) -> None:
+        """The source has bytes (or EOF, or an error)."""
+        relay = self.relay
+        if relay.closed or self.ended:
+            relay._wantRead(self.source, False)
+            return
+        if self.pipeWrite < 0:
+            self._openPipe()
+        try:
+            moved = _SPLICE(self.source.fd, self.pipeWrite, self.pipeSize, flags=_FLAGS)
+        except OSError as error:
+            if error.errno in _AGAIN:
+                return
+            relay._socketError(self.source, error)
+            return
+        if moved == 0:
+            self.ended = True
+            relay._wantRead(self.source, False)
+        else:
+            self.inPipe += moved
+            self.count += moved
+        self._drain()
+
+    def writable(self) -> None:
+        """The sink can take bytes again."""
+        if self.relay.closed:
+            self.relay._wantWrite(self.sink, False)
+            return
+        self._drain()
+
+    def _drain(self) -> bool:
+        """
+        Move what is pending and in the pipe to the sink; then pass EOF on,
+        or read again.
+
+        @return: C{True} when everything was written.
+        """
+        relay = self.relay
+        sink = self.sink
+        try:
+            while self.pending:
+                sent = sink.sock.send(self.pending)
+                self.pending = self.pending[sent:]
+            while self.inPipe:
+                moved = _SPLICE(self.pipeRead, sink.fd, self.inPipe, flags=_FLAGS)
+                self.inPipe -= moved
+        except OSError as error:
+            if error.errno in _AGAIN:
+                relay._wantRead(self.source, False)
+                relay._wantWrite(sink, True)
+                return False
+            relay._socketError(sink, error)
+            return False
+        relay._wantWrite(sink, False)
+        if self.ended:
+            self._finish()
+        elif not relay.closed:
+            relay._wantRead(self.source, True)
+        return True
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.closePipe()
+        self.relay._directionDone(self)
+
+
+class _Watch:
+    """A protocol's handler while the splice relay owns its socket: it
+    notices the connection's loss (after the relay closed it)."""
+
+    __slots__ = ("relay", "side")
+
+    def __init__(self, relay: SpliceRelay, side: _SpliceSocket) -> None:
+        self.relay = relay
+        self.side = side
+
+    def dataReceived(self, data: bytes) -> None:
+        """Not expected: the transport does not read while spliced."""
+        self.relay._early(self.side, data)
+
+    def readConnectionLost(self) -> None:
+        """Not expected: the transport does not read while spliced."""
+
+    def writeConnectionLost(self) -> None:
+        """Not expected."""
+
+    def connectionLost(self, reason: Failure) -> None:
+        """The transport is gone."""
+        self.relay._lost(self.side, reason)
+
+
+class SpliceRelay:
+    """
+    Two plain TCP transports joined with C{os.splice}: see the module
+    docstring.  Build it only when L{spliceSupported} says so.
+
+    @ivar up: the client-to-destination direction.
+    @ivar down: the destination-to-client direction.
+    @ivar closed: C{True} once the relay closed both connections or one was
+        lost.
+    """
+
+    __slots__ = (
+        "up",
+        "down",
+        "closed",
+        "_client",
+        "_upstream",
+        "_reactor",
+        "_record",
+        "_idleTimeout",
+        "_idleCall",
+        "_lastCount",
+    )
+
+    def __init__(
+        self,
+        clientTransport: Any,
+        upstreamTransport: Any,
+        reactor: Any,
+        idleTimeout: float | None = None,
+        record: Any = None,
+    ) -> None:
+        """
+        @param reactor: the reactor both transports belong to.
+        @param idleTimeout: seconds of silence before closing, or L{None}.
+        @param record: the connection's log record, or L{None}.
+        """
+        self._reactor = reactor
+        self._record = record
+        self._idleTimeout = idleTimeout
+        self._idleCall: Any = None
+        self._lastCount = -1
+        self.closed = False
+        self._client = _SpliceSocket(clientTransport)
+        self._upstream = _SpliceSocket(upstreamTransport)
+        self.up = _SpliceDirection(self, self._client, self._upstream)
+        self.down = _SpliceDirection(self, self._upstream, self._client)
+
+    def byteCounts(self) -> tuple[int, int]:
+        """The bytes relayed so far: (client to destination, destination to client)."""
+        return self.up.count, self.down.count
+
+    def start(
+        self,
+        client: Any,
+        upstream: Any,
+        initialData: bytes,
+        early: list[bytes],
+        clientEnded: bool,
+        upstreamEnded: bool,
+    ) -> None:
+        """
+        Take both sockets over and start moving bytes.
+
+        @param client: the client's protocol (its C{handler} is replaced).
+        @param upstream: the destination's protocol (likewise).
+        @param initialData: the client's optimistic data.
+        @param early: what the destination sent before the relay started.
+        """
+        for side in (self._client, self._upstream):
+            side.transport.stopReading()
+            side.transport.stopWriting()
+        self.down.pending = _takeBuffered(self._client.transport) + b"".join(early)
+        self.down.count = sum(map(len, early))
+        self.up.pending = _takeBuffered(self._upstream.transport) + initialData
+        self.up.count = len(initialData)
+        self.up.ended = clientEnded
+        self.down.ended = upstreamEnded
+        client.handler = _Watch(self, self._client)
+        upstream.handler = _Watch(self, self._upstream)
+        self.up.start()
+        if not self.closed:
+            self.down.start()
+        self._startIdleTimer()
+
+    # The reactor registrations.
+
+    def _wantRead(self, side: _SpliceSocket, want: bool) -> None:
+        if want and self.closed:
+            return
+        if want != side.reading:
+            side.reading = want
+            try:
+                if want:
+                    self._reactor.addReader(side)
+                else:
+                    self._reactor.removeReader(side)
+            except OSError:
+                pass
+
+    def _wantWrite(self, side: _SpliceSocket, want: bool) -> None:
+        if want and self.closed:
+            return
+        if want != side.writing:
+            side.writing = want
+            try:
+                if want:
+                    self._reactor.addWriter(side)
+                else:
+                    self._reactor.removeWriter(side)
+            except OSError:
+                pass
+
+    def _release(self) -> None:
+        """Give both fds back: unregister them and close the pipes."""
+        for side in (self._client, self._upstream):
+            self._wantRead(side, False)
+            self._wantWrite(side, False)
+        self.up.closePipe()
+        self.down.closePipe()
+
+    # Endings.
+
+    def _directionDone(self, direction: _SpliceDirection) -> None:
+        """C{direction}'s source ended and its pipe is drained."""
+        if self.closed:
+            return
+        other = self.down if direction is self.up else self.up
+        if other.done:
+            self._closeBoth()
+            return
+        try:
+            direction.sink.sock.shutdown(socket.SHUT_WR)
+        except OSError as error:
+            self._socketError(direction.sink, error)
+
+    def _closeBoth(self) -> None:
+        """Both directions ended: close both connections through Twisted."""
+        self.closed = True
+        self._stopIdleTimer()
+        self._release()
+        for side in (self._client, self._upstream):
+            side.transport.loseConnection()
+
+    def _socketError(self, side: _SpliceSocket, error: OSError) -> None:
+        """Reading or writing C{side}'s socket failed: the connection is
+        gone; close the other one."""
+        if self.closed:
+            return
+        name = "client" if side is self._client else "destination"
+        if self._record is not None:
+            self._record.setReason(f"{name} connection lost: {error.strerror}")
+        self._teardown(side)
+
+    def _failed(self, side: _SpliceSocket, reason: Failure) -> None:
+        if self.closed:
+            return
+        if not reason.check(ConnectionDone, ConnectionLost):
+            log.failure("the splice relay failed", reason)
+        if self._record is not None:
+            self._record.setReason(f"relay failed: {reason.getErrorMessage()}")
+        self._teardown(side)
+
+    def _teardown(self, broken: _SpliceSocket) -> None:
+        """C{broken}'s connection failed: abort it; close the other after
+        what can still be written to it now."""
+        self.closed = True
+        self._stopIdleTimer()
+        other = self._upstream if broken is self._client else self._client
+        toOther = self.up if other is self._upstream else self.down
+        try:
+            while toOther.pending:
+                toOther.pending = toOther.pending[other.sock.send(toOther.pending) :]
+            while toOther.inPipe:
+                toOther.inPipe -= _SPLICE(
+                    toOther.pipeRead, other.fd, toOther.inPipe, flags=_FLAGS
+                )
+        except OSError:
+            pass
+        self._release()
+        broken.transport.abortConnection()
+        other.transport.loseConnection()
+
+    def _lost(self, side: _SpliceSocket, reason: Failure) -> None:
+        """A transport's C{connectionLost} ran."""
+        if self.closed:
+            self._stopIdleTimer()
+            return
+        self.closed = True
+        self._stopIdleTimer()
+        self._release()
+        if self._record is not None and not reason.check(ConnectionDone):
+            name = "client" if side is self._client else "destination"
+            self._record.setReason(
+                f"{name} connection lost: {reason.getErrorMessage()}"
+            )
+        other = self._upstream if side is self._client else self._client
+        other.transport.loseConnection()
+
+    def _early(self, side: _SpliceSocket, data: bytes) -> None:
+        """A transport delivered bytes after the takeover (cannot happen
+        while it is not reading): pass them on in order."""
+        direction = self.up if side is self._client else self.down
+        direction.count += len(data)
+        if direction.inPipe:
+            self._failed(side, Failure(RuntimeError("bytes out of order")))
+            return
+        direction.pending += data
+        direction._drain()
+
+    # The idle timeout, as in the ordinary relay.
+
+    def _startIdleTimer(self) -> None:
+        if self._idleTimeout is not None and not self.closed:
+            self._lastCount = self.up.count + self.down.count
+            self._idleCall = self._reactor.callLater(self._idleTimeout, self._idleCheck)
+
+    def _idleCheck(self) -> None:
+        self._idleCall = None
+        if self.closed:
+            return
+        if self.up.count + self.down.count != self._lastCount:
+            self._startIdleTimer()
+            return
+        if self._record is not None:
+            self._record.setReason("idle timeout")
+        self.closed = True
+        self._release()
+        for side in (self._client, self._upstream):
+            side.transport.abortConnection()
+
+    def _stopIdleTimer(self) -> None:
+        call, self._idleCall = self._idleCall, None
+        if call is not None and call.active():
+            call.cancel()
+
+
+def trySplice(
+    client: Any,
+    upstream: Any,
+    reactor: Any,
+    initialData: bytes = b"",
+    clientEnded: bool = False,
+    idleTimeout: float | None = None,
+    noDelay: bool = True,
+    record: Any = None,
+) -> SpliceRelay | None:
+    """
+    Join C{client} and C{upstream} with a L{SpliceRelay} when
+    L{spliceSupported} allows it, with L{socksd.server.relay.startRelay}'s
+    arguments; else do nothing.
+
+    @return: the running relay, or L{None} when the ordinary relay must be
+        used.
+    """
+    from socksd.server.relay import _Holding, setNoDelay
+
+    held = upstream.handler
+    if not isinstance(held, _Holding) or held.lost is not None:
+        return None
+    clientTransport = client.transport
+    upstreamTransport = upstream.transport
+    if not spliceSupported(clientTransport, upstreamTransport, reactor):
+        announce(False, "the transports or the reactor do not allow splice(2)")
+        return None
+    announce(True, "")
+    relay = SpliceRelay(
+        clientTransport, upstreamTransport, reactor, idleTimeout, record
+    )
+    if record is not None:
+        record.relay = relay
+    if noDelay:
+        setNoDelay(upstreamTransport)
+    relay.start(client, upstream, initialData, held.data, clientEnded, held.ended)
+    return relay

@@ -1,0 +1,406 @@
+"""
+All cores: C{twistd socksd --workers N} runs N worker processes that accept
+on the same listening sockets.
+
+The parent (the C{twistd} process) listens on every C{--listen} description
+itself, never accepts (its ports stop reading at once), and starts the
+workers with L{twisted.internet.interfaces.IReactorProcess.spawnProcess},
+passing the listening sockets as inherited file descriptors 3, 4, ...  Each
+worker is C{python -m socksd.server.workers OPTIONS --inherit-fds 3,4}: it
+builds the same service from the same options, adopts the sockets with
+C{reactor.adoptStreamPort}, and runs its own reactor, so the kernel spreads
+the connections over the workers.
+
+  - Logs: a worker writes its log events as lines to its standard output;
+    the parent logs each line as C{worker N (pid P): LINE}, so every line
+    names its worker.
+  - Shutdown: stopping the parent (SIGTERM, SIGINT) sends SIGTERM to every
+    worker and waits for them (SIGKILL after L{STOP_GRACE} seconds).  A
+    worker whose parent dies sees its standard input end, and stops.
+  - A worker that dies is logged, and replaced after L{RESPAWN_DELAY}
+    seconds.
+
+Only descriptions whose transports are plain sockets can be shared this way
+(C{tcp}, C{tcp6}, C{unix}); TLS and PROXY-protocol listeners wrap the
+protocol in the parent's process, so L{checkListens} refuses them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import Any, Sequence
+
+from twisted.application import service
+from twisted.internet import endpoints, error
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+__all__ = [
+    "WorkersService",
+    "AdoptedPortsService",
+    "checkListens",
+    "workerArguments",
+    "serviceFor",
+    "main",
+    "STOP_GRACE",
+    "RESPAWN_DELAY",
+]
+
+log = Logger()
+
+#: Seconds the parent waits for its workers to stop before killing them.
+STOP_GRACE = 10.0
+#: Seconds before a worker that died is replaced.
+RESPAWN_DELAY = 1.0
+#: The kinds of listen descriptions workers can share.
+SHAREABLE = frozenset({"tcp", "tcp6", "unix"})
+
+
+def checkListens(descriptions: Sequence[str]) -> None:
+    """
+    @raise ValueError: a description is not a plain C{tcp}, C{tcp6} or
+        C{unix} one, which workers cannot share.
+    """
+    for description in descriptions:
+        args, kwargs = endpoints._parse(description)
+        kind = args[0] if args else "tcp"
+        if kind not in SHAREABLE:
+            raise ValueError(
+                f"--workers cannot share {description!r}: only tcp, tcp6 and "
+                "unix listeners can be shared by worker processes"
+            )
+
+
+def workerArguments(argv: Sequence[str]) -> list[str]:
+    """
+    The socksd options of a worker: C{argv} (the parent's socksd options)
+    without C{--workers} (and its value) and C{--inherit-fds}.
+    """
+    result: list[str] = []
+    skip = False
+    for argument in argv:
+        if skip:
+            skip = False
+            continue
+        if argument in ("--workers", "--inherit-fds"):
+            skip = True
+            continue
+        if argument.startswith(("--workers=", "--inherit-fds=")):
+            continue
+        result.append(argument)
+    return result
+
+
+class _Refuse(Factory):
+    """The parent's factory: it never gets a connection (its ports do not
+    read), and would refuse one."""
+
+    noisy = False
+
+    def buildProtocol(self, addr: Any) -> None:
+        return None
+
+
+class _WorkerProtocol(ProcessProtocol):
+    """One worker: its output becomes log lines, its end is reported."""
+
+    def __init__(self, parent: WorkersService, index: int) -> None:
+        self.parent = parent
+        self.index = index
+        self.pid: int | None = None
+        self.buffer = b""
+        self.ended: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.pid = self.transport.pid
+        log.info("worker {worker} started (pid {pid})", worker=self.index, pid=self.pid)
+
+    def outReceived(self, data: bytes) -> None:
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            if line:
+                log.info(
+                    "worker {worker} (pid {pid}): {line}",
+                    worker=self.index,
+                    pid=self.pid,
+                    line=line.decode("utf-8", "backslashreplace"),
+                )
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        if self.buffer:
+            self.outReceived(b"\n")
+        self.parent._ended(self, reason)
+        self.ended.callback(None)
+
+
+class WorkersService(service.Service):
+    """
+    The parent's side of C{--workers N}: see the module docstring.
+
+    @ivar workers: the running workers' protocols, by index.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        descriptions: Sequence[str],
+        count: int,
+        arguments: Sequence[str],
+        executable: str = sys.executable,
+    ) -> None:
+        """
+        @param descriptions: the C{--listen} descriptions.
+        @param count: how many workers.
+        @param arguments: the workers' socksd options (see
+            L{workerArguments}).
+        """
+        self._reactor = reactor
+        self._descriptions = list(descriptions)
+        self._count = count
+        self._arguments = list(arguments)
+        self._executable = executable
+        self._ports: list[Any] = []
+        self.workers: dict[int, _WorkerProtocol] = {}
+        self._stopping = False
+        self._respawns: dict[int, Any] = {}
+
+    def startService(self) -> None:
+        super().startService()
+        for description in self._descriptions:
+            endpoint = endpoints.serverFromString(self._reactor, description)
+            deferred = endpoint.listen(_Refuse())
+            # tcp, tcp6 and unix endpoints listen at once: a failure (port
+            # in use) propagates out of startService and stops twistd.
+            ports: list[Any] = []
+            deferred.addCallback(ports.append)
+            failures: list[Failure] = []
+            deferred.addErrback(failures.append)
+            if failures:
+                failures[0].raiseException()
+            port = ports[0]
+            port.stopReading()
+            self._ports.append(port)
+            log.info(
+                "listening on {description} for {count} workers",
+                description=description,
+                count=self._count,
+            )
+        for index in range(1, self._count + 1):
+            self._spawn(index)
+
+    def _spawn(self, index: int) -> None:
+        self._respawns.pop(index, None)
+        if self._stopping:
+            return
+        fds = list(range(3, 3 + len(self._ports)))
+        childFDs: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
+        for fd, port in zip(fds, self._ports):
+            childFDs[fd] = port.fileno()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env["SOCKSD_WORKER"] = str(index)
+        args = [
+            self._executable,
+            "-m",
+            "socksd.server.workers",
+            *self._arguments,
+            "--inherit-fds",
+            ",".join(map(str, fds)),
+        ]
+        protocol = _WorkerProtocol(self, index)
+        self.workers[index] = protocol
+        self._reactor.spawnProcess(
+            protocol, self._executable, args, env=env, childFDs=childFDs
+        )
+
+    def _ended(self, worker: _WorkerProtocol, reason: Failure) -> None:
+        if self.workers.get(worker.index) is worker:
+            del self.workers[worker.index]
+        if self._stopping:
+            log.info(
+                "worker {worker} (pid {pid}) stopped",
+                worker=worker.index,
+                pid=worker.pid,
+            )
+            return
+        log.error(
+            "worker {worker} (pid {pid}) died: {why}; replacing it in {delay} s",
+            worker=worker.index,
+            pid=worker.pid,
+            why=reason.getErrorMessage(),
+            delay=RESPAWN_DELAY,
+        )
+        self._respawns[worker.index] = self._reactor.callLater(
+            RESPAWN_DELAY, self._spawn, worker.index
+        )
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        self._stopping = True
+        for call in self._respawns.values():
+            if call.active():
+                call.cancel()
+        self._respawns.clear()
+        waiting = []
+        for worker in list(self.workers.values()):
+            waiting.append(worker.ended)
+            try:
+                worker.transport.signalProcess("TERM")
+            except error.ProcessExitedAlready:
+                pass
+        killer = self._reactor.callLater(STOP_GRACE, self._kill)
+        stops = [port.stopListening() for port in self._ports]
+        self._ports = []
+
+        def done(result: Any) -> Any:
+            if killer.active():
+                killer.cancel()
+            return result
+
+        return DeferredList(waiting + [d for d in stops if d is not None]).addBoth(done)
+
+    def _kill(self) -> None:
+        for worker in list(self.workers.values()):
+            log.warn(
+                "worker {worker} (pid {pid}) did not stop: killing it",
+                worker=worker.index,
+                pid=worker.pid,
+            )
+            try:
+                worker.transport.signalProcess("KILL")
+            except error.ProcessExitedAlready:
+                pass
+
+
+class AdoptedPortsService(service.Service):
+    """
+    A worker's side: accept on inherited listening sockets with
+    C{reactor.adoptStreamPort}.
+    """
+
+    def __init__(self, reactor: Any, fds: Sequence[int], factory: Any) -> None:
+        self._reactor = reactor
+        self._fds = list(fds)
+        self._factory = factory
+        self._ports: list[Any] = []
+
+    def startService(self) -> None:
+        super().startService()
+        for fd in self._fds:
+            probe = socket.socket(fileno=fd)
+            family = probe.family
+            probe.detach()
+            self._ports.append(self._reactor.adoptStreamPort(fd, family, self._factory))
+            os.close(fd)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        ports, self._ports = self._ports, []
+        stops = [port.stopListening() for port in ports]
+        return gatherResults([d for d in stops if d is not None])
+
+
+def serviceFor(options: Any, factory: Any, reactor: Any) -> service.IService:
+    """
+    The listening service of C{twistd socksd} with C{--workers} above 1 (in
+    the parent: L{WorkersService}) or with C{--inherit-fds} (in a worker:
+    L{AdoptedPortsService} serving C{factory}).
+    """
+    if options["inherit-fds"]:
+        fds = [int(fd) for fd in options["inherit-fds"].split(",") if fd]
+        return AdoptedPortsService(reactor, fds, factory)
+    return WorkersService(
+        reactor,
+        options["listen"],
+        options["workers"],
+        workerArguments(options.get("argv", [])),
+    )
+
+
+class _ParentWatch:
+    """Reads the worker's standard input: its end means the parent is
+    gone, and the worker stops."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def fileno(self) -> int:
+        return 0
+
+    def logPrefix(self) -> str:
+        return "parent"
+
+    def doRead(self) -> Any:
+        try:
+            data = os.read(0, 4096)
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            return Failure(e)
+        if not data:
+            return error.ConnectionDone("the parent is gone")
+        return None
+
+    def connectionLost(self, reason: Failure) -> None:
+        try:
+            self._reactor.stop()
+        except error.ReactorNotRunning:
+            pass
+
+
+def _lineObserver(stream: Any) -> Any:
+    """A log observer that writes each event as one line to C{stream}."""
+    from twisted.logger import eventAsText
+
+    def observe(event: dict[str, Any]) -> None:
+        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+        if text:
+            namespace = event.get("log_namespace", "-")
+            stream.write(f"[{namespace}] " + text.replace("\n", "\n    ") + "\n")
+            stream.flush()
+
+    return observe
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """
+    Run one worker: socksd's options (with C{--inherit-fds}) in C{argv}.
+    """
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner
+    from twisted.python import usage
+
+    from socksd.tap import Options, makeService
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    globalLogBeginner.beginLoggingTo(
+        [_lineObserver(sys.stdout)], redirectStandardIO=False
+    )
+    options = Options()
+    try:
+        options.parseOptions(argv)
+    except usage.UsageError as e:
+        sys.stderr.write(f"socksd worker: {e}\n")
+        raise SystemExit(2)
+    top = makeService(options)
+    os.set_blocking(0, False)
+    reactor.addReader(_ParentWatch(reactor))
+    reactor.callWhenRunning(top.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    log.info(
+        "worker {worker} serving (pid {pid})",
+        worker=os.environ.get("SOCKSD_WORKER", "?"),
+        pid=os.getpid(),
+    )
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
