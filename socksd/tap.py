@@ -73,19 +73,45 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     optFlags = [
         ["extended-errors", None, "Send Tor's extended SOCKS5 error codes F0-F7 "
          "(Tor's ExtendedErrors SocksPort flag)."],
+        ["isolate-client-addr", None, "Streams from different client "
+         "addresses never share an isolation key (Tor's IsolateClientAddr)."],
+        ["isolate-dest-addr", None, "Streams to different destination hosts "
+         "never share an isolation key (Tor's IsolateDestAddr)."],
+        ["isolate-dest-port", None, "Streams to different destination ports "
+         "never share an isolation key (Tor's IsolateDestPort)."],
+        ["no-isolate-socks-auth", None, "SOCKS usernames, passwords and user "
+         "ids do not isolate streams (Tor's IsolateSOCKSAuth, on by default)."],
+        ["prefer-no-auth", None, "Without --auth, select SOCKS5 method 00 "
+         "when a client offers 00 and 02 (Tor's PreferSOCKSNoAuth); by default "
+         "02, so that its credentials can isolate its streams."],
+        ["socks4-with-auth", None, "With --auth, still serve SOCKS4/4A "
+         "clients: they cannot send a password, so their user id is only an "
+         "identity for logs and isolation, never a credential (anyone who "
+         "can reach the port gets in).  Without it, SOCKS4 is refused (91) "
+         "when --auth is on."],
         ["allow-open-proxy", None, "Start even when listening beyond loopback "
          "with neither --auth nor client rules (an open proxy)."],
         ["deny-private-destinations", None, "Refuse destinations in private, "
          "loopback, link-local and other special ranges, also when a name "
          "resolves into them."],
+        ["http-connect", None, "Also serve HTTP CONNECT requests on the SOCKS "
+         "port (an HTTP proxy tunnel); other HTTP methods still get the "
+         "'this is a SOCKS proxy' page."],
+        ["no-splice", None, "Relay every tunnel in Python, never with the "
+         "zero-copy splice(2) relay (see docs/performance.rst)."],
+        ["socks6-dns", None, "Serve SOCKS6's DNS service: a SOCKS6 CONNECT "
+         "to 0.0.0.0:53 or [::]:53 gets DNS over TCP answered from --resolver "
+         "(see docs/socks6.rst); without it, such a CONNECT is refused."],
     ]
 
     optParameters = [
+        ["workers", None, 1, "Worker processes accepting on the same "
+         "listeners (tcp, tcp6, unix), for all cores.", int],
+        ["inherit-fds", None, None, "(internal, set by --workers) listening "
+         "sockets a worker inherits, as comma-separated fds."],
         ["resolver", None, "system", "How names are resolved: system, "
          "dns:HOST[:PORT] or hosts:PATH.  The same resolver serves CONNECT, "
          "so names never leak to another one."],
-        ["upstream", None, "direct", "Where connections go: direct, or a "
-         "client endpoint description to chain through another proxy."],
         ["protocols", None, "socks4,socks5,socks6", "Comma-separated SOCKS "
          "versions to serve (socks4 includes SOCKS4A)."],
         ["handshake-timeout", None, 10.0, "Seconds a client has to complete "
@@ -93,8 +119,31 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["connect-timeout", None, 30.0, "Seconds to reach a destination.", float],
         ["idle-timeout", None, 0.0, "Close tunnels idle this many seconds "
          "(0: never).", float],
+        ["bind-address", None, None, "The address BIND listens on and "
+         "reports [default: the address of the interface the client came in "
+         "on].  See docs/auth.rst."],
+        ["bind-timeout", None, 120.0, "Seconds a BIND waits for its incoming "
+         "connection (0: forever).", float],
+        ["udp-timeout", None, 120.0, "Seconds a UDP association may be idle "
+         "before it ends (0: never).", float],
         ["rules", None, None, "A TOML rules file (see docs/rules.rst); "
          "reloaded on SIGHUP."],
+        ["max-connections", None, 0, "Connections at once, in total "
+         "(0: no limit); more are closed.", int],
+        ["max-connections-per-client", None, 0, "Connections at once from "
+         "one client address (0: no limit).", int],
+        ["max-connections-per-user", None, 0, "Connections at once by one "
+         "authenticated user (0: no limit); more get a failure reply.", int],
+        ["bandwidth-per-client", None, None, "BYTES/S each client address "
+         "may use per direction, shared by its tunnels (k, M, G suffixes: "
+         "500k, 2M)."],
+        ["bandwidth-per-user", None, None, "BYTES/S each authenticated user "
+         "may use per direction, shared by its tunnels."],
+        ["outgoing-address", None, None, "The local address connections to "
+         "destinations leave from (a rule's bind-address overrides it)."],
+        ["metrics", None, None, "A server endpoint description for "
+         "Prometheus metrics over HTTP (/metrics), e.g. "
+         "tcp:9180:interface=127.0.0.1; see docs/security.rst."],
     ]
 
     compData = usage.Completions(
@@ -108,6 +157,16 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["denyClients"] = []
         self["allowDestinations"] = []
         self["denyDestinations"] = []
+        self["upstream"] = "direct"
+        self["upstreams"] = []
+        self["routes"] = []
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Keep the arguments: C{--workers} gives them to its workers."""
+        import sys
+
+        self["argv"] = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def opt_listen(self, description: str) -> None:
         """
@@ -117,6 +176,25 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         [default: tcp:1080:interface=127.0.0.1]
         """
         self["listen"].append(description)
+
+    def opt_upstream(self, description: str) -> None:
+        """
+        Where connections go: direct, or a client endpoint description
+        without host and port to chain through another proxy, e.g.
+        socks5:proxy=tcp\\:127.0.0.1\\:9050 (repeatable, or a comma list:
+        failover in order; see docs/chaining.rst) [default: direct]
+        """
+        self["upstreams"].append(description)
+        self["upstream"] = ",".join(self["upstreams"])
+
+    def opt_route(self, rule: str) -> None:
+        """
+        MATCH=UPSTREAM (repeatable, first match wins): send destinations
+        that match (.onion, example.com, 10.0.0.0/8, *, with an optional
+        :PORT) to UPSTREAM (direct, default, or a client endpoint
+        description); others go to --upstream.  See docs/chaining.rst.
+        """
+        self["routes"].append(rule)
 
     def opt_allow_client(self, network: str) -> None:
         """Let clients from this CIDR use the proxy (repeatable); others are refused."""
@@ -137,6 +215,25 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        if self["workers"] < 1:
+            raise usage.UsageError("--workers must be at least 1")
+        if self["workers"] > 1:
+            from socksd.server.workers import checkListens
+
+            try:
+                checkListens(self["listen"])
+            except ValueError as error:
+                raise usage.UsageError(str(error))
+        if self["bind-address"] is not None:
+            try:
+                ip_address(self["bind-address"])
+            except ValueError:
+                raise usage.UsageError(
+                    f"--bind-address {self['bind-address']!r} is not an IP address"
+                )
+        for name in ("bind-timeout", "udp-timeout"):
+            if self[name] < 0:
+                raise usage.UsageError(f"--{name} cannot be negative")
         versions = set()
         for name in filter(None, self["protocols"].split(",")):
             name = name.strip().lower()
@@ -162,6 +259,43 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             if beyond and not limited and not self["allow-open-proxy"]:
                 raise usage.UsageError(_OPEN_PROXY.format(listen=description))
         self["policy"] = self._buildPolicy()
+        self._checkLimits()
+        from twisted.internet.testing import MemoryReactor
+
+        from socksd.chain import upstreamFromOptions
+
+        try:
+            # Only checked here (a reactor that never runs); makeService
+            # builds the real upstream.
+            upstreamFromOptions(
+                MemoryReactor(), self["upstreams"], self["routes"], None
+            )
+        except ValueError as error:
+            raise usage.UsageError(f"bad --upstream or --route: {error}")
+
+    def _checkLimits(self) -> None:
+        """Check and convert the connection, bandwidth and address options."""
+        for name in (
+            "max-connections",
+            "max-connections-per-client",
+            "max-connections-per-user",
+        ):
+            if self[name] < 0:
+                raise usage.UsageError(f"--{name} cannot be negative")
+        for name in ("bandwidth-per-client", "bandwidth-per-user"):
+            if self[name] is not None:
+                try:
+                    self[name] = parseRate(self[name])
+                except ValueError as error:
+                    raise usage.UsageError(f"--{name}: {error}")
+        if self["outgoing-address"] is not None:
+            try:
+                ip_address(self["outgoing-address"])
+            except ValueError:
+                raise usage.UsageError(
+                    f"--outgoing-address {self['outgoing-address']!r} "
+                    "is not an IP address"
+                )
 
     def _buildPolicy(self):
         """
@@ -191,6 +325,46 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise usage.UsageError(str(error))
 
 
+_RATE_SUFFIXES = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
+
+
+def parseRate(text: str) -> float:
+    """
+    Parse a bandwidth such as C{"500000"}, C{"500k"}, C{"2M"} or
+    C{"2M/s"}: bytes per second, with decimal k, M and G suffixes.
+
+    @raise ValueError: not a positive rate.
+    """
+    value = text.strip().lower().removesuffix("/s").removesuffix("b")
+    suffix = value[-1:] if value[-1:] in ("k", "m", "g") else ""
+    number = value[: len(value) - len(suffix)]
+    try:
+        rate = float(number) * _RATE_SUFFIXES[suffix]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of bytes per second") from None
+    if not (rate > 0 and rate != float("inf")):
+        raise ValueError(f"{text!r} must be a positive number of bytes per second")
+    return rate
+
+
+def _applyLimits(options: Options, factory, reactor) -> None:
+    """Give C{factory} the connection and bandwidth limits of C{options}."""
+    from socksd.server.limits import BandwidthLimits, ConnectionLimits
+
+    caps = [
+        options["max-connections"] or None,
+        options["max-connections-per-client"] or None,
+        options["max-connections-per-user"] or None,
+    ]
+    if any(caps):
+        factory.limits = ConnectionLimits(*caps)
+    rates = options["bandwidth-per-client"], options["bandwidth-per-user"]
+    if any(rate is not None for rate in rates):
+        factory.bandwidth = BandwidthLimits(reactor, *rates)
+    if options["outgoing-address"] is not None:
+        factory.outgoingAddress = (options["outgoing-address"], 0)
+
+
 def makeService(options: Options) -> service.IService:
     """
     Build the socksd service: one listening port per C{--listen}.
@@ -199,16 +373,17 @@ def makeService(options: Options) -> service.IService:
 
     from socksd.server import ServerConfig, SocksServerFactory
     from socksd.resolve import resolverFromSpec
-    from socksd.upstream import upstreamFromSpec
+    from socksd.chain import upstreamFromOptions
 
     resolver = resolverFromSpec(reactor, options["resolver"])
     policy = options["policy"]
     addressFilter = None
     if policy is not None and policy.requireResolvedCheck:
         addressFilter = policy.addressFilter
-    upstream = upstreamFromSpec(
+    upstream = upstreamFromOptions(
         reactor,
-        options["upstream"],
+        options["upstreams"],
+        options["routes"],
         resolver,
         connectTimeout=options["connect-timeout"],
         addressFilter=addressFilter,
@@ -223,9 +398,21 @@ def makeService(options: Options) -> service.IService:
     config = ServerConfig(
         protocols=options["versions"],
         extendedErrors=bool(options["extended-errors"]),
+        isolateSocksAuth=not options["no-isolate-socks-auth"],
+        isolateClientAddr=bool(options["isolate-client-addr"]),
+        isolateDestAddr=bool(options["isolate-dest-addr"]),
+        isolateDestPort=bool(options["isolate-dest-port"]),
+        preferNoAuth=bool(options["prefer-no-auth"]),
         handshakeTimeout=options["handshake-timeout"],
         connectTimeout=options["connect-timeout"],
         idleTimeout=options["idle-timeout"] or None,
+        socks4WithAuth=bool(options["socks4-with-auth"]),
+        bindAddress=options["bind-address"],
+        bindTimeout=options["bind-timeout"] or None,
+        udpTimeout=options["udp-timeout"] or None,
+        httpConnect=bool(options["http-connect"]),
+        splice=not options["no-splice"],
+        socks6Dns=bool(options["socks6-dns"]),
     )
     factory = SocksServerFactory(
         reactor,
@@ -235,9 +422,20 @@ def makeService(options: Options) -> service.IService:
         authenticator=authenticator,
         config=config,
     )
+    _applyLimits(options, factory, reactor)
     top = service.MultiService()
-    for description in options["listen"]:
-        strports.service(description, factory).setServiceParent(top)
+    if options["metrics"]:
+        from socksd.metrics import Metrics, metricsService
+
+        factory.metrics = Metrics()
+        metricsService(options["metrics"], factory.metrics, reactor).setServiceParent(top)
+    if options["workers"] > 1 or options["inherit-fds"]:
+        from socksd.server import workers
+
+        workers.serviceFor(options, factory, reactor).setServiceParent(top)
+    else:
+        for description in options["listen"]:
+            strports.service(description, factory).setServiceParent(top)
     if options["rules"] and policy is not None:
         _ReloadOnHangup(policy, reactor).setServiceParent(top)
     return top

@@ -6,7 +6,11 @@ SOCKS client endpoints for Twisted applications and for chaining proxies.
     (L{socksd.client.socks5});
   - L{SOCKS4AClientEndpoint}, L{socks4aResolve}: SOCKS4 and SOCKS4A
     (L{socksd.client.socks4a});
-  - endpoint strings C{socks5:} and C{socks4a:} for C{clientFromString}
+  - L{SOCKS6ClientEndpoint}, L{Socks6Session}, L{socks6Noop},
+    L{socks6Teardown}: SOCKS6 draft-11 with 0-RTT authentication and
+    initial data, sessions and idempotence tokens
+    (L{socksd.client.socks6});
+  - endpoint strings C{socks5:}, C{socks4a:} and C{socks6:} for C{clientFromString}
     (L{socksd.client.parser}), and L{endpointForDestination} for chaining;
   - the shared machinery, for other versions: L{IClientHandshake},
     L{HandshakeResult}, L{connectThrough}, L{queryThrough}
@@ -33,9 +37,23 @@ from socksd.client._protocol import (
 from socksd.client.parser import DEFAULT_PROXY, endpointForDestination, quoteArgument
 from socksd.client.socks4a import SOCKS4AClientEndpoint, socks4aResolve
 from socksd.client.socks5 import SOCKS5ClientEndpoint, socks5Resolve, socks5ResolvePtr
+from socksd.client.socks6 import (
+    SOCKS6ClientEndpoint,
+    SessionInvalid,
+    Socks6Session,
+    TokenRejected,
+    socks6Noop,
+    socks6Teardown,
+)
 
 __all__ = [
     "SOCKS5ClientEndpoint",
+    "SOCKS6ClientEndpoint",
+    "Socks6Session",
+    "SessionInvalid",
+    "TokenRejected",
+    "socks6Noop",
+    "socks6Teardown",
     "SOCKS4AClientEndpoint",
     "socks5Resolve",
     "socks5ResolvePtr",

@@ -8,6 +8,9 @@ program (the plugin objects live in C{twisted/plugins/socksd_endpoints.py})::
           [:tls=yes][:tlsHostname=NAME][:trustRoots=PATH]
     socks4a:HOST:PORT[:proxy=ENDPOINT][:userId=ID]
           [:tls=yes][:tlsHostname=NAME][:trustRoots=PATH]
+    socks6:HOST:PORT[:proxy=ENDPOINT][:user=NAME][:password=SECRET]
+          [:tos=N][:ttl=N][:noFragmentation=yes][:happyEyeballs=yes]
+          [:tls=yes][:tlsHostname=NAME][:trustRoots=PATH]
 
 For example::
 
@@ -34,6 +37,10 @@ For example::
     codes F0-F7 (Tor's C{ExtendedErrors} flag); failures are the onion
     errors of L{socksd.errors}.
   - C{userId=} (SOCKS4A): the USERID field; default empty.
+  - C{user=}, C{password=} (SOCKS6): username/password, sent 0-RTT with
+    the request.  C{tos=}, C{ttl=} (0-255), C{noFragmentation=yes},
+    C{happyEyeballs=yes} (SOCKS6): stack options for the proxy-remote leg
+    (L{socksd.client.socks6}).
   - C{tls=yes}: speak TLS to the destination, through the proxy
     (C{wrapClientTLS} with C{optionsForClientTLS}; the certificate must
     match C{tlsHostname=}, default the destination host, as checked by
@@ -42,8 +49,7 @@ For example::
     C{tls:} endpoint does); default the platform's trust store.
 
 Booleans are C{yes}/C{no} (also C{true}/C{false}, C{on}/C{off}, C{1}/C{0}).
-An unknown parameter is an error, not ignored.  A C{socks6:} prefix is
-reserved for socksd's SOCKS6 client.
+An unknown parameter is an error, not ignored.
 
 L{endpointForDestination} builds the endpoint of such a description for a
 destination given separately, which is how a chaining upstream uses it.
@@ -70,11 +76,13 @@ from zope.interface import implementer
 from socksd.address import Destination
 from socksd.client.socks4a import SOCKS4AClientEndpoint
 from socksd.client.socks5 import SOCKS5ClientEndpoint
+from socksd.client.socks6 import SOCKS6ClientEndpoint
 
 __all__ = [
     "DEFAULT_PROXY",
     "SOCKS5EndpointParser",
     "SOCKS4AEndpointParser",
+    "SOCKS6EndpointParser",
     "endpointForDestination",
     "quoteArgument",
 ]
@@ -269,10 +277,84 @@ class SOCKS4AEndpointParser:
         return _withTLS(endpoint, host, tls)
 
 
+def _byte(value: str, name: str) -> int:
+    try:
+        number = int(value, 0)
+    except ValueError:
+        raise ValueError(f"socks6: {name}={value!r} is not a number") from None
+    if not 0 <= number <= 255:
+        raise ValueError(f"socks6: {name}={value!r} is not in 0..255")
+    return number
+
+
+@implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
+class SOCKS6EndpointParser:
+    """
+    Parses C{socks6:} descriptions into L{SOCKS6ClientEndpoint}s (wrapped
+    for TLS with C{tls=yes}).
+    """
+
+    prefix = "socks6"
+
+    def parseStreamClient(
+        self, reactor: Any, *args: str, **kwargs: str
+    ) -> IStreamClientEndpoint:
+        """
+        Build the endpoint a C{socks6:} description names (see the module
+        docstring for the parameters).
+
+        @raise ValueError: a missing or bad parameter.
+        """
+        from socksd.wire.socks6 import (
+            Availability,
+            HappyEyeballsOption,
+            IpTosOption,
+            NoFragmentationOption,
+            StackLeg,
+            TtlOption,
+        )
+
+        host, port, proxy = _splitCommon(args, kwargs, self.prefix)
+        tls = {k: kwargs.pop(k) for k in _TLS_KEYS & set(kwargs)}
+        _refuseUnknown(
+            self.prefix,
+            kwargs,
+            {"user", "password", "tos", "ttl", "noFragmentation", "happyEyeballs"},
+        )
+        leg = StackLeg.PROXY_REMOTE
+        stack: list[Any] = []
+        if "tos" in kwargs:
+            stack.append(IpTosOption(leg, _byte(kwargs["tos"], "tos")))
+        if "ttl" in kwargs:
+            stack.append(TtlOption(leg, _byte(kwargs["ttl"], "ttl")))
+        for name, cls in (
+            ("noFragmentation", NoFragmentationOption),
+            ("happyEyeballs", HappyEyeballsOption),
+        ):
+            if name in kwargs:
+                wanted = _flag(kwargs[name], name)
+                stack.append(
+                    cls(
+                        leg,
+                        Availability.AVAILABLE if wanted else Availability.UNAVAILABLE,
+                    )
+                )
+        endpoint = SOCKS6ClientEndpoint(
+            clientFromString(reactor, proxy),
+            host,
+            port,
+            username=kwargs.get("user"),
+            password=kwargs.get("password"),
+            stackOptions=stack,
+        )
+        return _withTLS(endpoint, host, tls)
+
+
 #: The parsers by prefix, for L{endpointForDestination}.
 _PARSERS: dict[str, Callable[[], Any]] = {
     "socks5": SOCKS5EndpointParser,
     "socks4a": SOCKS4AEndpointParser,
+    "socks6": SOCKS6EndpointParser,
 }
 
 

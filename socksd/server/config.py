@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from ipaddress import ip_address
 
 from socksd.replies import ReplyProfile
 
@@ -45,6 +46,19 @@ class ServerConfig:
     @ivar extendedErrors: send Tor's extended SOCKS5 reply codes (F0-F7,
         the C{SOCKS5_EXTENDED} reply profile), as Tor's C{ExtendedErrors}
         flag does.
+    @ivar isolateSocksAuth: the credentials a client sends (SOCKS5
+        username and password, proposal 229 pairs, the SOCKS4 user id) are
+        part of its requests' isolation key, as Tor's C{IsolateSOCKSAuth}
+        (see L{socksd.server.tor}).
+    @ivar isolateClientAddr: the client's address is part of the isolation
+        key (Tor's C{IsolateClientAddr}).
+    @ivar isolateDestAddr: the destination's host is part of the isolation
+        key (Tor's C{IsolateDestAddr}).
+    @ivar isolateDestPort: the destination's port is part of the isolation
+        key (Tor's C{IsolateDestPort}).
+    @ivar preferNoAuth: without an authenticator, a SOCKS5 client offering
+        both 00 and 02 gets 00 (Tor's C{PreferSOCKSNoAuth}); by default it
+        gets 02, so that its credentials can isolate its streams.
     @ivar handshakeTimeout: seconds a client has, from connecting, to
         complete its request; then it is closed.  L{None}: no limit.
     @ivar maxOptimisticData: bytes a client may send after its request and
@@ -63,16 +77,43 @@ class ServerConfig:
         (which cannot send a password) are refused (reply 91) unless this is
         C{True}.
     @ivar tcpNoDelay: set C{TCP_NODELAY} on both legs of every tunnel.
+    @ivar splice: relay tunnels whose legs are both plain TCP sockets with
+        C{splice(2)} (zero-copy, Linux; L{socksd.server._splice}); other
+        tunnels, and all of them when this is C{False}, use the ordinary
+        relay.
+    @ivar httpConnect: serve HTTP C{CONNECT} requests on the SOCKS port as
+        an HTTP proxy tunnel (L{socksd.server.httpconnect}); off, every
+        HTTP request gets the "this is a SOCKS proxy" page.
+    @ivar bindAddress: the address BIND listens on (and reports); L{None}:
+        the address of the interface the client came in on.
+    @ivar bindTimeout: seconds a BIND waits for its incoming connection;
+        then the client gets a failure reply.  L{None}: no limit.
+    @ivar udpTimeout: seconds a UDP association may carry no datagram
+        before it ends (with its control connection).  L{None}: never.
+    @ivar socks6Dns: serve SOCKS6's DNS service: a CONNECT to 0.0.0.0:53 or
+        [::]:53 carries DNS over TCP answered from the server's resolver
+        (L{socksd.server._socks6dns}); off, it is refused (05).
     """
 
     protocols: frozenset[int] = ALL_PROTOCOLS
     extendedErrors: bool = False
+    isolateSocksAuth: bool = True
+    isolateClientAddr: bool = False
+    isolateDestAddr: bool = False
+    isolateDestPort: bool = False
+    preferNoAuth: bool = False
     handshakeTimeout: float | None = 10.0
     maxOptimisticData: int = 65536
     connectTimeout: float | None = 30.0
     idleTimeout: float | None = None
     socks4WithAuth: bool = False
     tcpNoDelay: bool = True
+    splice: bool = True
+    httpConnect: bool = False
+    bindAddress: str | None = None
+    bindTimeout: float | None = 120.0
+    udpTimeout: float | None = 120.0
+    socks6Dns: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -92,6 +133,15 @@ class ServerConfig:
         _checkSeconds(self.handshakeTimeout, "handshakeTimeout")
         _checkSeconds(self.connectTimeout, "connectTimeout")
         _checkSeconds(self.idleTimeout, "idleTimeout")
+        _checkSeconds(self.bindTimeout, "bindTimeout")
+        _checkSeconds(self.udpTimeout, "udpTimeout")
+        if self.bindAddress is not None:
+            try:
+                ip_address(self.bindAddress)
+            except ValueError:
+                raise ValueError(
+                    f"bindAddress must be an IP address, not {self.bindAddress!r}"
+                ) from None
         if (
             isinstance(self.maxOptimisticData, bool)
             or not isinstance(self.maxOptimisticData, int)

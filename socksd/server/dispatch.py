@@ -15,7 +15,7 @@ C{writeConnectionLost()} and C{connectionLost(reason)}; L{Handler} is the
 base.  L{RequestHandler} is the base of the SOCKS protocols that ask for an
 upstream connection: it holds optimistic data, checks policy, connects with
 a timeout, sends the reply and starts the relay.  This module also has the
-handlers that need no codec: L{Socks6VersionMismatch} and L{HttpResistance}.
+handler that needs no codec: L{HttpResistance}.
 
 The dispatcher keeps the connection's L{ConnectionRecord} and sends its one
 log event when the connection is gone; it guards every entry point, so that
@@ -36,10 +36,16 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from socksd.address import Destination
-from socksd.errors import ConnectTimeout, NotAllowed, UnsupportedCommand
+from socksd.errors import (
+    ConnectTimeout,
+    GeneralFailure,
+    NotAllowed,
+    UnsupportedCommand,
+)
 from socksd.interfaces import ConnectContext
 from socksd.replies import ReplyProfile, replyFor, successFor
 from socksd.server._log import ConnectionRecord, commandName
+from socksd.server.limits import BandwidthLimits, checkResolved, resolvesLocally
 from socksd.server.relay import (
     UPSTREAM_FACTORY,
     UpstreamProtocol,
@@ -53,7 +59,6 @@ __all__ = [
     "Dispatcher",
     "Handler",
     "RequestHandler",
-    "Socks6VersionMismatch",
     "HttpResistance",
     "HTTP_METHODS",
     "HTTP_FIRST_BYTES",
@@ -116,6 +121,10 @@ class _FirstByte:
             if policy is not None and not policy.allowClient(peer):
                 connection.finish("client refused by policy")
                 return
+            admission = connection.admission
+            if admission is not None and not admission.moveTo(peer):
+                connection.finish("too many connections from this client")
+                return
         handlerClass = connection.factory.handlers.get(data[0])
         if handlerClass is None:
             connection.finish(f"unknown first byte 0x{data[0]:02x}")
@@ -155,6 +164,7 @@ class Dispatcher:
         "closing",
         "_timer",
         "_paused",
+        "admission",
     )
 
     def __init__(self, factory: Any) -> None:
@@ -166,6 +176,9 @@ class Dispatcher:
         self.closing = False
         self._timer: Any = None
         self._paused = False
+        #: the connection's place in the factory's connection limits
+        #: (L{socksd.server.limits.Admission}), or L{None}.
+        self.admission: Any = None
 
     # IProtocol and IHalfCloseableProtocol
 
@@ -190,6 +203,13 @@ class Dispatcher:
         if policy is not None and not policy.allowClient(client):
             self.finish("client refused by policy")
             return
+        limits = getattr(factory, "limits", None)
+        if limits is not None:
+            admission = limits.admit(client)
+            if isinstance(admission, str):
+                self.finish(admission)
+                return
+            self.admission = admission
         if config.handshakeTimeout is not None:
             self._timer = factory.reactor.callLater(
                 config.handshakeTimeout, self._handshakeTimedOut
@@ -220,6 +240,8 @@ class Dispatcher:
         """The client's connection is gone: clean up, then log the connection."""
         self.connected = 0
         self._cancelTimer()
+        if self.admission is not None:
+            self.admission.release()
         handler, self.handler = self.handler, _Closing(None)
         try:
             handler.connectionLost(reason)
@@ -234,12 +256,21 @@ class Dispatcher:
             record.emit(self.factory.reactor.seconds())
         except Exception:
             log.failure("logging a connection failed")
+        metrics = getattr(self.factory, "metrics", None)
+        if metrics is not None:
+            try:
+                metrics.connectionClosed(record)
+            except Exception:
+                log.failure("counting a connection failed")
 
     # For handlers
 
     def requestComplete(self) -> None:
         """The client's request is in: stop the handshake timer."""
         self._cancelTimer()
+        metrics = getattr(self.factory, "metrics", None)
+        if metrics is not None and self.record is not None:
+            metrics.handshakeDone(self.factory.reactor.seconds() - self.record.started)
 
     def finish(self, reason: str, data: bytes = b"") -> None:
         """
@@ -340,22 +371,6 @@ class Handler:
     def connectionLost(self, reason: Failure) -> None:
         """The client's connection is gone."""
         self.connection.record.setReason("client closed during the handshake")
-
-
-class Socks6VersionMismatch(Handler):
-    """
-    SOCKS6 until socksd speaks it: the Version Mismatch reply (the single
-    byte 06), then close.
-    """
-
-    __slots__ = ()
-
-    def dataReceived(self, data: bytes) -> None:
-        record = self.connection.record
-        record.version = 6
-        record.protocol = "socks6"
-        record.reply = "VERSION_MISMATCH"
-        self.connection.finish("SOCKS6 is not served yet", b"\x06")
 
 
 #: The HTTP methods whose requests get the "this is a SOCKS proxy" page.
@@ -508,6 +523,7 @@ class RequestHandler(Handler):
         "_connectTimer",
         "_timedOut",
         "_upstream",
+        "_bandwidth",
     )
 
     def __init__(self, connection: Dispatcher, profile: ReplyProfile) -> None:
@@ -521,6 +537,7 @@ class RequestHandler(Handler):
         self._connectTimer: Any = None
         self._timedOut = False
         self._upstream: UpstreamProtocol | None = None
+        self._bandwidth: float | None = None
         record = connection.record
         record.version = self.version
 
@@ -562,6 +579,7 @@ class RequestHandler(Handler):
         destination: Destination,
         credentials: tuple[bytes, bytes] | None = None,
         isolationKey: Any = None,
+        pairs: Any = None,
     ) -> None:
         """
         Serve a parsed request: answer "command not supported" or call the
@@ -569,6 +587,7 @@ class RequestHandler(Handler):
 
         @param credentials: the username and password the client sent.
         @param isolationKey: see L{ConnectContext.isolationKey}.
+        @param pairs: see L{ConnectContext.pairs}.
         """
         self.noteRequest(command, destination)
         name = self.commands.get(command)
@@ -581,6 +600,13 @@ class RequestHandler(Handler):
             )
             return
         record = self.connection.record
+        admission = self.connection.admission
+        if admission is not None and not admission.admitUser(record.user):
+            self.refuse(
+                GeneralFailure("too many connections for this user"),
+                "too many connections for this user",
+            )
+            return
         context = ConnectContext(
             client=record.client,
             version=self.version,
@@ -588,6 +614,8 @@ class RequestHandler(Handler):
             user=record.user,
             isolationKey=isolationKey,
             credentials=credentials,
+            pairs=pairs if pairs is not None else {},
+            bindAddress=getattr(self.connection.factory, "outgoingAddress", None),
         )
         getattr(self, name)(destination, context)
 
@@ -618,6 +646,7 @@ class RequestHandler(Handler):
         decision = routeFor(context, destination)
         if not decision.allowed:
             return None
+        self._bandwidth = getattr(decision, "bandwidth", None)
         bindAddress = getattr(decision, "bindAddress", None)
         if bindAddress is not None:
             context = replace(context, bindAddress=bindAddress)
@@ -641,6 +670,38 @@ class RequestHandler(Handler):
             if context is None:
                 self.refuse(NotAllowed(), "destination refused by policy")
                 return
+            if getattr(
+                factory.policy, "requireResolvedCheck", False
+            ) and resolvesLocally(factory.upstream):
+                checking = checkResolved(
+                    factory.policy, factory.resolver, context, destination
+                )
+                if not checking.called:
+                    self._connecting = checking
+                checking.addCallbacks(
+                    lambda _: self._connectChecked(destination, context),
+                    self._resolvedCheckFailed,
+                )
+                checking.addErrback(self._connectBug)
+                return
+        self._connectChecked(destination, context)
+
+    def _resolvedCheckFailed(self, failure: Failure) -> None:
+        self._connecting = None
+        connection = self.connection
+        if not connection.connected or connection.closing:
+            return
+        self.refuse(failure, f"destination refused: {failure.getErrorMessage()}")
+
+    def _connectChecked(
+        self, destination: Destination, context: ConnectContext
+    ) -> None:
+        """Connect to C{destination}, which the policy allowed."""
+        self._connecting = None
+        connection = self.connection
+        if not connection.connected or connection.closing:
+            return
+        factory = connection.factory
         try:
             endpoint = factory.upstream.endpointFor(destination, context)
             attempt = endpoint.connect(UPSTREAM_FACTORY)
@@ -694,7 +755,10 @@ class RequestHandler(Handler):
         self._early = None
         if not self._clientEnded:
             connection.resumeReading()
-        startRelay(
+        bandwidth = getattr(connection.factory, "bandwidth", None)
+        if bandwidth is None and self._bandwidth is not None:
+            bandwidth = BandwidthLimits(connection.factory.reactor)
+        relay = startRelay(
             connection,
             upstream,
             connection.factory.reactor,
@@ -703,8 +767,14 @@ class RequestHandler(Handler):
             idleTimeout=config.idleTimeout,
             noDelay=config.tcpNoDelay,
             record=record,
+            splice=config.splice and bandwidth is None,
         )
         self._upstream = None
+        metrics = getattr(connection.factory, "metrics", None)
+        if metrics is not None:
+            metrics.tunnelOpened(record)
+        if bandwidth is not None:
+            bandwidth.throttle(relay, record.client, record.user, self._bandwidth)
 
     def _connectFailed(self, failure: Failure) -> None:
         self._stopConnectTimer()

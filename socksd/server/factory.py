@@ -23,10 +23,10 @@ from socksd.server.dispatch import (
     HTTP_FIRST_BYTES,
     Dispatcher,
     HttpResistance,
-    Socks6VersionMismatch,
 )
 from socksd.server.socks4 import Socks4Handler
 from socksd.server.socks5 import Socks5Handler
+from socksd.server.socks6 import Socks6Handler
 
 __all__ = ["SocksServerFactory", "defaultHandlers"]
 
@@ -34,15 +34,19 @@ __all__ = ["SocksServerFactory", "defaultHandlers"]
 def defaultHandlers(config: ServerConfig) -> dict[int, type]:
     """
     The first-byte mapping for C{config}: 0x04 SOCKS4/4A, 0x05 SOCKS5 and
-    0x06 SOCKS6 (for now its version-mismatch reply) when C{config.protocols}
+    0x06 SOCKS6 (L{socksd.server.socks6}) when C{config.protocols}
     has them, and the first letters of HTTP methods for the "this is a SOCKS
     proxy" page.
     """
     handlers: dict[int, type] = {byte: HttpResistance for byte in HTTP_FIRST_BYTES}
-    versions = {4: Socks4Handler, 5: Socks5Handler, 6: Socks6VersionMismatch}
+    versions = {4: Socks4Handler, 5: Socks5Handler, 6: Socks6Handler}
     for version, handler in versions.items():
         if version in config.protocols:
             handlers[version] = handler
+    if config.httpConnect:
+        from socksd.server.httpconnect import HttpConnectHandler
+
+        handlers[ord("C")] = HttpConnectHandler
     return handlers
 
 
@@ -61,10 +65,26 @@ class SocksServerFactory(Factory):
         C{authenticate(username, password, client)}), or L{None} for no
         authentication.
     @ivar config: the L{ServerConfig}.
+    @ivar limits: caps on concurrent connections
+        (L{socksd.server.limits.ConnectionLimits}), or L{None}; set it after
+        construction.
+    @ivar bandwidth: bandwidth caps per client address and per user
+        (L{socksd.server.limits.BandwidthLimits}), or L{None}; a rule's
+        bandwidth applies either way.
+    @ivar metrics: a L{socksd.metrics.Metrics} told of every connection,
+        or L{None}.
+    @ivar outgoingAddress: the local C{(host, port)} connections to
+        destinations leave from (the connect context's C{bindAddress}; a
+        rule's C{bind-address} overrides it), or L{None}.
     @ivar handlers: the dispatcher's mapping from a connection's first byte
         to the handler class that serves it (see
         L{socksd.server.dispatch}); change it to add a protocol.
     """
+
+    limits: Any = None
+    bandwidth: Any = None
+    metrics: Any = None
+    outgoingAddress: Any = None
 
     def __init__(
         self,

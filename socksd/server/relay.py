@@ -211,9 +211,12 @@ class RelayDirection:
 
     @ivar count: the bytes relayed so far.
     @ivar ended: C{True} once the source's EOF was seen.
+    @ivar throttle: a bandwidth limit (L{socksd.server.limits.Throttle}):
+        told of every chunk, it pauses the source while over its rate; or
+        L{None}.
     """
 
-    __slots__ = ("relay", "source", "sink", "count", "ended")
+    __slots__ = ("relay", "source", "sink", "count", "ended", "throttle")
 
     def __init__(self, relay: Relay, source: Any, sink: Any) -> None:
         self.relay = relay
@@ -221,11 +224,14 @@ class RelayDirection:
         self.sink = sink
         self.count = 0
         self.ended = False
+        self.throttle: Any = None
 
     def dataReceived(self, data: bytes) -> None:
         """Pass C{data} on."""
         self.count += len(data)
         self.sink.write(data)
+        if self.throttle is not None:
+            self.throttle.consume(len(data))
 
     def readConnectionLost(self) -> None:
         """The source sent EOF: shut down writing to the sink, after the
@@ -239,6 +245,8 @@ class RelayDirection:
 
     def connectionLost(self, reason: Failure) -> None:
         """The source's connection is gone: close the sink's."""
+        if self.throttle is not None:
+            self.throttle.stop()
         self.relay._lost(self, reason)
 
 
@@ -373,7 +381,8 @@ def startRelay(
     idleTimeout: float | None = None,
     noDelay: bool = True,
     record: Any = None,
-) -> Relay:
+    splice: bool = False,
+) -> Any:
     """
     Join C{client} and C{upstream} (see the module docstring).
 
@@ -393,8 +402,20 @@ def startRelay(
         client's is the dispatcher's business).
     @param record: the connection's log record; it learns the relay, for
         the byte counts.
-    @return: the running relay.
+    @param splice: use L{socksd.server._splice.SpliceRelay} (zero-copy)
+        when both transports allow it.
+    @return: the running relay: a L{Relay}, or with C{splice} possibly a
+        L{socksd.server._splice.SpliceRelay} (which has no throttles).
     """
+    if splice:
+        from socksd.server._splice import trySplice
+
+        spliced = trySplice(
+            client, upstream, reactor, initialData, clientEnded, idleTimeout,
+            noDelay, record,
+        )
+        if spliced is not None:
+            return spliced
     clientTransport = client.transport
     upstreamTransport = upstream.transport
     relay = Relay(clientTransport, upstreamTransport, reactor, idleTimeout, record)

@@ -2,8 +2,8 @@
 The server side of SOCKS4 and SOCKS4A: one request, one reply.
 
 Bytes go to L{socksd.wire.socks4.Socks4ServerCodec}; the request goes to
-the command table of L{Socks4Handler}.  CONNECT is served; other commands
-(BIND, Tor's RESOLVE) are answered 91 until socksd serves them.
+the command table of L{Socks4Handler}.  Tor's RESOLVE (0xF0, over SOCKS4
+and SOCKS4A) is served by L{socksd.server.tor}; unknown commands get 91.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Any, ClassVar
 from socksd.address import Destination
 from socksd.errors import MalformedMessage, NotAllowed
 from socksd.replies import ReplyProfile
-from socksd.server.dispatch import Dispatcher, RequestHandler
+from socksd.server.dispatch import Dispatcher
+from socksd.server.tor import TorRequestHandler
+from socksd.server.bind import serveBind
 from socksd.wire import socks4
 
 __all__ = ["Socks4Handler"]
@@ -22,7 +24,7 @@ __all__ = ["Socks4Handler"]
 _UNSPECIFIED = Destination(IPv4Address(0), 0)
 
 
-class Socks4Handler(RequestHandler):
+class Socks4Handler(TorRequestHandler):
     """
     A SOCKS4 or SOCKS4A client, from its first byte (04) on.
 
@@ -33,7 +35,12 @@ class Socks4Handler(RequestHandler):
     """
 
     version: ClassVar[int] = 4
-    commands: ClassVar[dict[int, str]] = {socks4.CMD_CONNECT: "connect"}
+    commands: ClassVar[dict[int, str]] = {
+        socks4.CMD_CONNECT: "connect",
+        socks4.CMD_BIND: "bind",
+        socks4.CMD_RESOLVE: "resolve",
+    }
+    bind = serveBind
 
     __slots__ = ("codec",)
 

@@ -5,13 +5,15 @@ Bytes go to L{socksd.wire.socks5.Socks5ServerCodec}; L{Socks5Handler} takes
 the messages through three steps:
 
   1. method selection: L{Socks5Handler.acceptableMethods}, in the server's
-     order of preference, against the client's offer (without an
-     authenticator only 00, no authentication; with one only 02,
-     username/password);
-  2. authentication, for method 02: the factory's authenticator checks the
-     username and password.  After method 00, a client may still send RFC
-     1929 credentials (Tor's leniency, for stream isolation): they are
-     accepted without a check and only isolate;
+     order of preference, against the client's offer (see
+     L{socksd.server.tor.socks5Methods}: with an authenticator 0x97 or 02;
+     without one 0x97, 02, then 00, or 00 first with C{preferNoAuth}).  A
+     client that offers proposal 229's 0x97 gets the C{SOCKS5_PROP229}
+     reply profile;
+  2. authentication, for method 02 or 0x97: with an authenticator, it
+     checks the username and password (proposal 229's USERNAME and PASSWD);
+     without one, any credentials are accepted and only isolate (Tor's
+     leniency), as are RFC 1929 credentials sent after method 00;
   3. the request, served by the method its command names in
      L{Socks5Handler.commands}; other commands get 07.
 
@@ -33,7 +35,11 @@ from twisted.python.failure import Failure
 
 from socksd.address import Destination
 from socksd.errors import AuthenticationFailed, MalformedMessage
-from socksd.server.dispatch import Dispatcher, RequestHandler
+from socksd.replies import ReplyProfile
+from socksd.server.dispatch import Dispatcher
+from socksd.server.tor import TorRequestHandler, extendedCredentials, socks5Methods
+from socksd.server.bind import serveBind
+from socksd.server.udp import serveUdpAssociate
 from socksd.wire import socks5
 
 __all__ = ["Socks5Handler"]
@@ -53,7 +59,7 @@ class _Stage(Enum):
     SERVING = "serving"
 
 
-class Socks5Handler(RequestHandler):
+class Socks5Handler(TorRequestHandler):
     """
     A SOCKS5 client, from its first byte (05) on; see the module docstring.
 
@@ -62,7 +68,15 @@ class Socks5Handler(RequestHandler):
     """
 
     version: ClassVar[int] = 5
-    commands: ClassVar[dict[int, str]] = {socks5.CMD_CONNECT: "connect"}
+    commands: ClassVar[dict[int, str]] = {
+        socks5.CMD_CONNECT: "connect",
+        socks5.CMD_BIND: "bind",
+        socks5.CMD_UDP_ASSOCIATE: "udpAssociate",
+        socks5.CMD_RESOLVE: "resolve",
+        socks5.CMD_RESOLVE_PTR: "resolvePtr",
+    }
+    bind = serveBind
+    udpAssociate = serveUdpAssociate
 
     __slots__ = ("codec", "_stage", "_credentials", "_checking")
 
@@ -76,12 +90,19 @@ class Socks5Handler(RequestHandler):
 
     def acceptableMethods(self) -> tuple[int, ...]:
         """
-        The authentication methods this server takes, best first: 02 with
-        an authenticator, else 00.
+        The authentication methods this server takes, best first: see
+        L{socksd.server.tor.socks5Methods}.
         """
-        if self.connection.factory.authenticator is not None:
-            return (socks5.METHOD_USERNAME_PASSWORD,)
-        return (socks5.METHOD_NO_AUTH,)
+        factory = self.connection.factory
+        return socks5Methods(
+            factory.authenticator is not None, factory.config.preferNoAuth
+        )
+
+    def _authReply(self, status: int) -> Any:
+        """The reply to credentials: proposal 229's after method 0x97."""
+        if self.codec.selectedMethod == socks5.METHOD_TOR_EXTENDED:
+            return socks5.ExtendedAuthReply(status)
+        return socks5.UsernamePasswordReply(status)
 
     def buildReply(self, code: int, bound: Destination | None) -> bytes:
         """See L{RequestHandler.buildReply}."""
@@ -125,7 +146,9 @@ class Socks5Handler(RequestHandler):
     def _received(self, message: Any) -> None:
         if isinstance(message, socks5.MethodOffer):
             self._selectMethod(message)
-        elif isinstance(message, socks5.UsernamePasswordRequest):
+        elif isinstance(
+            message, (socks5.UsernamePasswordRequest, socks5.ExtendedAuthRequest)
+        ):
             self._checkCredentials(message)
         elif isinstance(message, socks5.Request):
             self._stage = _Stage.SERVING
@@ -149,7 +172,7 @@ class Socks5Handler(RequestHandler):
         elif stage is _Stage.AUTHENTICATION:
             connection.finish(
                 f"malformed SOCKS5 authentication: {error}",
-                self.codec.send(socks5.UsernamePasswordReply(1)),
+                self.codec.send(self._authReply(1)),
             )
         else:
             self.refuse(error, f"malformed SOCKS5 request: {error}")
@@ -158,6 +181,8 @@ class Socks5Handler(RequestHandler):
 
     def _selectMethod(self, offer: socks5.MethodOffer) -> None:
         offered = offer.methods
+        if socks5.METHOD_TOR_EXTENDED in offered:
+            self.profile = ReplyProfile.SOCKS5_PROP229
         method = next(
             (m for m in self.acceptableMethods() if m in offered),
             socks5.METHOD_NO_ACCEPTABLE,
@@ -172,26 +197,39 @@ class Socks5Handler(RequestHandler):
             )
             return
         self.connection.transport.write(selection)
-        if method == socks5.METHOD_USERNAME_PASSWORD:
+        if method in (socks5.METHOD_USERNAME_PASSWORD, socks5.METHOD_TOR_EXTENDED):
             self._stage = _Stage.AUTHENTICATION
         else:
             self._stage = _Stage.REQUEST
 
-    def _checkCredentials(self, message: socks5.UsernamePasswordRequest) -> None:
-        credentials = (message.username, message.password)
-        if self.codec.selectedMethod != socks5.METHOD_USERNAME_PASSWORD:
-            # Tor's leniency: credentials after method 00 only isolate.
-            self._credentials = credentials
+    def _checkCredentials(self, message: Any) -> None:
+        if isinstance(message, socks5.ExtendedAuthRequest):
+            try:
+                extended, self.torPairs = extendedCredentials(message)
+            except MalformedMessage as error:
+                self._malformed(error)
+                return
+            credentials = extended or (b"", b"")
+        else:
+            extended = credentials = (message.username, message.password)
+        if (
+            self.codec.selectedMethod == socks5.METHOD_NO_AUTH
+            or self.connection.factory.authenticator is None
+        ):
+            # Tor's leniency: without an authenticator (or after method
+            # 00), credentials are not checked; they only isolate.
+            self._credentials = extended
+            self._stage = _Stage.REQUEST
             self.connection.transport.write(
-                self.codec.send(socks5.UsernamePasswordReply(socks5.AUTH_SUCCESS))
+                self.codec.send(self._authReply(socks5.AUTH_SUCCESS))
             )
             return
         self._stage = _Stage.CHECKING
         connection = self.connection
         checking = maybeDeferred(
             connection.factory.authenticator.authenticate,
-            message.username,
-            message.password,
+            credentials[0],
+            credentials[1],
             connection.record.client,
         )
         self._checking = checking
@@ -199,7 +237,7 @@ class Socks5Handler(RequestHandler):
             self._authenticated,
             self._refusedCredentials,
             callbackArgs=(credentials,),
-            errbackArgs=(message.username,),
+            errbackArgs=(credentials[0],),
         )
         checking.addErrback(self._authenticationBug)
 
@@ -212,7 +250,7 @@ class Socks5Handler(RequestHandler):
         self._credentials = credentials
         self._stage = _Stage.REQUEST
         connection.transport.write(
-            self.codec.send(socks5.UsernamePasswordReply(socks5.AUTH_SUCCESS))
+            self.codec.send(self._authReply(socks5.AUTH_SUCCESS))
         )
         if not self._clientEnded:
             connection.resumeReading()
@@ -230,7 +268,7 @@ class Socks5Handler(RequestHandler):
         shown = username.decode("utf-8", "backslashreplace")
         connection.finish(
             f"authentication failed for user {shown!r}",
-            self.codec.send(socks5.UsernamePasswordReply(1)),
+            self.codec.send(self._authReply(1)),
         )
 
     def _authenticationBug(self, failure: Failure) -> None:
