@@ -365,6 +365,15 @@ def _applyLimits(options: Options, factory, reactor) -> None:
         factory.outgoingAddress = (options["outgoing-address"], 0)
 
 
+# usage.Options shows an opt_ method's docstring as --help text; fold the
+# docstrings' line breaks and indentation into single spaces.
+for _method in vars(Options).values():
+    if callable(_method) and getattr(_method, "__name__", "").startswith("opt_"):
+        if _method.__doc__:
+            _method.__doc__ = " ".join(_method.__doc__.split())
+del _method
+
+
 def makeService(options: Options) -> service.IService:
     """
     Build the socksd service: one listening port per C{--listen}.
