@@ -269,7 +269,10 @@ class TorRequestHandler(RequestHandler):
         ipv4Only = self.version == 4
         if not isinstance(host, str):
             if ipv4Only and not isinstance(host, IPv4Address):
-                self.refuse(ResolveFailed("SOCKS4 cannot carry an IPv6 address"), "resolve failed")
+                self.refuse(
+                    ResolveFailed("SOCKS4 cannot carry an IPv6 address"),
+                    "resolve failed",
+                )
                 return
             self._answer(Destination(host, 0), f"resolved {host}")
             return
@@ -328,9 +331,7 @@ class TorRequestHandler(RequestHandler):
             self._connectTimer = factory.reactor.callLater(
                 timeout, self._connectTimedOut
             )
-        lookup.addCallbacks(
-            self._answer, self._lookupFailed, callbackArgs=(reason,)
-        )
+        lookup.addCallbacks(self._answer, self._lookupFailed, callbackArgs=(reason,))
         lookup.addErrback(self._connectBug)
 
     def _answer(self, bound: Destination, reason: str) -> None:
@@ -352,7 +353,9 @@ class TorRequestHandler(RequestHandler):
         if not connection.connected or connection.closing:
             return
         if self._timedOut:
-            error: Any = ResolveFailed("the lookup took longer than the connect timeout")
+            error: Any = ResolveFailed(
+                "the lookup took longer than the connect timeout"
+            )
         elif failure.check(SocksError) and not failure.check(MalformedMessage):
             error = failure
         else:

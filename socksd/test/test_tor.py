@@ -77,7 +77,9 @@ def extendedRequest(*pairs: tuple[bytes, bytes]) -> bytes:
     """A proposal 229 extended authentication request."""
     data = bytes([1]) + len(pairs).to_bytes(2, "big")
     for key, value in pairs:
-        data += len(key).to_bytes(2, "big") + key + len(value).to_bytes(2, "big") + value
+        data += (
+            len(key).to_bytes(2, "big") + key + len(value).to_bytes(2, "big") + value
+        )
     return data
 
 
@@ -318,7 +320,9 @@ class IsolationKeyTests(SynchronousTestCase):
         Without C{isolateSocksAuth}, credentials do not isolate.
         """
         config = ServerConfig(isolateSocksAuth=False)
-        self.assertIsNone(isolationKeyFor(config, CLIENT, (b"a", b"b"), self.destination))
+        self.assertIsNone(
+            isolationKeyFor(config, CLIENT, (b"a", b"b"), self.destination)
+        )
 
     def test_options(self) -> None:
         """
@@ -329,7 +333,9 @@ class IsolationKeyTests(SynchronousTestCase):
         otherHost = TCPAddress("TCP", "192.0.2.8", 50000)
         config = ServerConfig(isolateClientAddr=True)
         key = isolationKeyFor(config, CLIENT, None, self.destination)
-        self.assertEqual(key, isolationKeyFor(config, otherPort, None, self.destination))
+        self.assertEqual(
+            key, isolationKeyFor(config, otherPort, None, self.destination)
+        )
         self.assertNotEqual(
             key, isolationKeyFor(config, otherHost, None, self.destination)
         )
@@ -355,11 +361,19 @@ class IsolationKeyTests(SynchronousTestCase):
         Upstream credentials are stable per key, distinct across keys, and
         do not reveal the client's own.
         """
-        keys = [None, (b"a", b"b"), (b"a", b"c"), (b"a",), (("auth", None), ("port", 80))]
+        keys = [
+            None,
+            (b"a", b"b"),
+            (b"a", b"c"),
+            (b"a",),
+            (("auth", None), ("port", 80)),
+        ]
         mapped = [upstreamCredentials(key, b"secret") for key in keys]
         self.assertEqual(len(set(mapped)), len(keys))
         self.assertEqual(mapped, [upstreamCredentials(key, b"secret") for key in keys])
-        self.assertEqual(upstreamCredentials((b"a", b"b")), upstreamCredentials((b"a", b"b")))
+        self.assertEqual(
+            upstreamCredentials((b"a", b"b")), upstreamCredentials((b"a", b"b"))
+        )
         self.assertNotEqual(mapped[1], upstreamCredentials((b"a", b"b"), b"other"))
         for username, password in mapped:
             self.assertEqual((len(username), len(password)), (32, 32))
@@ -410,11 +424,19 @@ class IsolationServerTests(SynchronousTestCase):
         """
         harness = Harness(self)
         keys = []
-        for username, password in ((b"a", b"b"), (b"a", b"b"), (b"a", b"c"), (b"", b"")):
+        for username, password in (
+            (b"a", b"b"),
+            (b"a", b"b"),
+            (b"a", b"c"),
+            (b"", b""),
+        ):
             protocol, transport = self.connect(
                 harness,
                 bytes.fromhex("05 02 00 02"),
-                bytes([1, len(username)]) + username + bytes([len(password)]) + password,
+                bytes([1, len(username)])
+                + username
+                + bytes([len(password)])
+                + password,
                 CONNECT,
             )
             self.assertEqual(transport.value(), bytes.fromhex("05 02 01 00"))
@@ -544,14 +566,19 @@ class Prop229Tests(SynchronousTestCase):
         self.assertEqual(
             self.failWith(offer229, TransportTemporaryFailure()), failure5(0xF0)
         )
-        self.assertEqual(self.failWith(offer229, OnionDescriptorNotFound()), failure5(0xE0))
+        self.assertEqual(
+            self.failWith(offer229, OnionDescriptorNotFound()), failure5(0xE0)
+        )
         self.assertEqual(
             self.failWith(plain, OnionDescriptorNotFound(), **extended), failure5(0xF0)
         )
         self.assertEqual(
-            self.failWith(plain, TransportTemporaryFailure(), **extended), failure5(0x01)
+            self.failWith(plain, TransportTemporaryFailure(), **extended),
+            failure5(0x01),
         )
-        self.assertEqual(self.failWith(plain, OnionDescriptorNotFound()), failure5(0x04))
+        self.assertEqual(
+            self.failWith(plain, OnionDescriptorNotFound()), failure5(0x04)
+        )
         self.assertEqual(self.failWith(plain, ConnectionRefusedError()), failure5(0x05))
 
     def test_offeredNotSelected(self) -> None:
@@ -651,7 +678,9 @@ class OptimisticHttpTests(SynchronousTestCase):
         """
         harness = Harness(self)
         protocol, transport = harness.connect()
-        protocol.dataReceived(GREETING + domainRequest(1, "example.com", 80) + self.HTTP[:5])
+        protocol.dataReceived(
+            GREETING + domainRequest(1, "example.com", 80) + self.HTTP[:5]
+        )
         protocol.dataReceived(self.HTTP[5:])
         harness.upstream.last.succeed()
         self.assertEqual(harness.upstream.last.transport.value(), self.HTTP)
@@ -663,7 +692,9 @@ class OptimisticHttpTests(SynchronousTestCase):
         """
         harness = Harness(self)
         protocol, transport = harness.connect()
-        protocol.dataReceived(GREETING + domainRequest(1, "example.com", 80) + self.HTTP[:5])
+        protocol.dataReceived(
+            GREETING + domainRequest(1, "example.com", 80) + self.HTTP[:5]
+        )
         protocol.dataReceived(self.HTTP[5:])
         harness.upstream.last.fail(ConnectionRefusedError())
         protocol.dataReceived(b"more")

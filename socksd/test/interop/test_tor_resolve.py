@@ -17,7 +17,13 @@ from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 
 from socksd.test.interop import InteropTestCase, requireTool
-from socksd.test.interop._support import TEST_NAME, hostsFile, listen, startSocksd, startWeb
+from socksd.test.interop._support import (
+    TEST_NAME,
+    hostsFile,
+    listen,
+    startSocksd,
+    startWeb,
+)
 
 
 class TorResolveTests(InteropTestCase):
@@ -82,7 +88,14 @@ class HttpPageTests(InteropTestCase):
         port = await startSocksd(self)
         out, err, code = await getProcessOutputAndValue(
             curl,
-            ["--silent", "--max-time", "20", "--noproxy", "*", f"http://127.0.0.1:{port}/"],
+            [
+                "--silent",
+                "--max-time",
+                "20",
+                "--noproxy",
+                "*",
+                f"http://127.0.0.1:{port}/",
+            ],
             env={},
             reactor=reactor,
         )
@@ -164,4 +177,6 @@ class ChainIsolationTests(InteropTestCase):
         self.assertEqual(first, second)
         self.assertNotEqual(first, third)
         self.assertNotIn(first, [(b"alice", b"1"), (b"bob", b"1")])
-        self.assertNotEqual(recording.contexts[0].isolationKey, recording.contexts[2].isolationKey)
+        self.assertNotEqual(
+            recording.contexts[0].isolationKey, recording.contexts[2].isolationKey
+        )
