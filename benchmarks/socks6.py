@@ -35,7 +35,8 @@ For each added RTT it measures the time from C{connect()} to the first
 response byte from the target (p50, p99 over C{--tunnels} tunnels, cases
 interleaved) and tunnels per second (one tunnel = handshake, a
 L{PAYLOAD}-byte request echoed, the target's close), sequentially and with
-C{--concurrency} tunnels in flight, each for C{--tps-seconds}.  RTT 0 goes
+C{--concurrency} tunnels in flight: the median of C{--rounds} windows of
+C{--tps-seconds}, the cases interleaved.  RTT 0 goes
 straight to the proxy (no relay); the round trips are then counted through
 a relay that does not delay.  Ratios are against C{socks5 user/pass}.
 Every process started is killed at the end (and on an error or Ctrl-C);
@@ -52,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections import deque
 from pathlib import Path
 
@@ -74,6 +76,7 @@ PASSWORD = "bench"
 PAYLOAD = b"Q" * 64
 CASES = ("socks6 0-RTT", "socks6 session", "socks5 no auth", "socks5 user/pass")
 BASELINE = "socks5 user/pass"
+TUNNEL_TIMEOUT = 10.0
 
 _TARGET = r"""
 import sys
@@ -208,8 +211,9 @@ class _Delayed:
     arrived, in order, then calls C{onDeliver}.
     """
 
-    def __init__(self, clock, delay: float, onDeliver) -> None:
+    def __init__(self, clock, delay: float, onDeliver, stats: list) -> None:
         self.clock = clock
+        self.stats = stats
         self.delay = delay
         self.onDeliver = onDeliver
         self.queue: deque[tuple[float, bytes | None]] = deque()
@@ -234,13 +238,16 @@ class _Delayed:
         self.pending = None
         now = self.clock.seconds()
         while self.queue and self.queue[0][0] <= now + 1e-4:
-            _, data = self.queue.popleft()
+            due, data = self.queue.popleft()
             if data is None:
                 self.transport.loseConnection()
                 self.queue.clear()
                 return
             self.onDeliver()
             self.transport.write(data)
+            # Achieved delay: due time, minus the nominal delay, from now.
+            self.stats[0] += now - (due - self.delay)
+            self.stats[1] += 1
         if self.queue:
             self.pending = self.clock.callLater(
                 max(0.0, self.queue[0][0] - now), self.drain
@@ -277,8 +284,8 @@ class _RelayDown(protocol.Protocol):
         delay = self.factory.oneWay
         self.turns = 0
         self.lastWay = "up"
-        self.up = _Delayed(clock, delay, self._wentUp)
-        self.down = _Delayed(clock, delay, self._wentDown)
+        self.up = _Delayed(clock, delay, self._wentUp, self.factory.delays)
+        self.down = _Delayed(clock, delay, self._wentDown, self.factory.delays)
         self.transport.setTcpNoDelay(True)
         self.down.attach(self.transport)
         self.factory.last = self
@@ -311,6 +318,8 @@ class RelayFactory(protocol.ServerFactory):
         self.proxyPort = proxyPort
         self.oneWay = rttMs / 2000.0
         self.last: _RelayDown | None = None
+        #: total seconds flights actually waited, and how many flights
+        self.delays = [0.0, 0]
 
 
 # The client side ------------------------------------------------------------
@@ -350,7 +359,7 @@ class _Probe(protocol.Protocol):
 
     def connectionLost(self, reason) -> None:
         done, self.done = self.done, None
-        if done is not None:
+        if done is not None and not done.called:
             if self.received >= len(PAYLOAD):
                 done.callback(self)
             else:
@@ -415,6 +424,8 @@ class Cases:
         )
         connecting = endpoint.connect(factory)
         connecting.addErrback(lambda failure: done.called or done.errback(failure))
+        # A tunnel that hangs fails (TimeoutError) instead of stalling the run.
+        done.addTimeout(TUNNEL_TIMEOUT, self.reactor)
         return done
 
 
@@ -440,6 +451,16 @@ def viaRelays(reactor, authPort: int, plainPort: int, rttMs: float):
     p = reactor.listenTCP(0, plainRelay, backlog=1024, interface="127.0.0.1")
     yield None
     return Via(a.getHost().port, p.getHost().port, authRelay, plainRelay), [a, p]
+
+
+def achievedRtt(via: "Via") -> float | None:
+    """The mean added RTT the relays achieved, in ms (two flights' delays)."""
+    total = count = 0
+    for relay in (via.authRelay, via.plainRelay):
+        if relay is not None:
+            total += relay.delays[0]
+            count += relay.delays[1]
+    return 2000.0 * total / count if count else None
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -505,9 +526,12 @@ def table(results: dict, concurrency: int) -> str:
     )
     for rtt, block in results["blocks"].items():
         lines.append("")
+        achieved = block["achieved"]
         lines.append(
-            f"added client-proxy RTT {rtt:g} ms "
-            f"(first-byte samples per case: {block['samples']})"
+            f"added client-proxy RTT {rtt:g} ms"
+            + ("" if achieved is None else f" (achieved by the relay: {achieved:.2f} ms)")
+            + f"; first-byte samples per case: {block['samples']}; "
+            f"tunnels/s: median of {results['rounds']} window(s) of {results['window']:g} s"
         )
         lines.append(header)
         lines.append("-" * len(header))
@@ -559,6 +583,10 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--tunnels", type=int, help="first-byte samples per case")
     parser.add_argument("--tps-seconds", type=float, help="window of each tunnels/s figure")
+    parser.add_argument(
+        "--rounds", type=int,
+        help="tunnels/s windows per case and concurrency (median reported)",
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--twistd", help="the twistd to run socksd with")
     parser.add_argument(
@@ -572,14 +600,21 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     if arguments.tunnels is None:
         arguments.tunnels = 40 if arguments.quick else 200
     if arguments.tps_seconds is None:
-        arguments.tps_seconds = 0.6 if arguments.quick else 2.5
+        arguments.tps_seconds = 0.6 if arguments.quick else 0.8
+    if arguments.rounds is None:
+        arguments.rounds = 1 if arguments.quick else 3
     arguments.budget = 28.0 if arguments.quick else 115.0
     return arguments
 
 
 @defer.inlineCallbacks
 def measure(reactor, arguments, cases: Cases, authPort: int, plainPort: int, budgetEnd: float):
-    results = {"blocks": {}, "turns": {case: set() for case in CASES}}
+    results = {
+        "blocks": {},
+        "turns": {case: set() for case in CASES},
+        "rounds": arguments.rounds,
+        "window": arguments.tps_seconds,
+    }
     # Round trips, counted through relays that add no delay.
     via, ports = yield viaRelays(reactor, authPort, plainPort, 0.0)
     for _ in range(5):
@@ -597,7 +632,7 @@ def measure(reactor, arguments, cases: Cases, authPort: int, plainPort: int, bud
             via, ports = yield viaRelays(reactor, authPort, plainPort, rtt)
         # Leave time for the tunnels/s windows of this and later blocks.
         left = len(arguments.rtts) - len(results["blocks"])
-        tpsTime = 2 * len(CASES) * (arguments.tps_seconds + 0.2) * left
+        tpsTime = 2 * len(CASES) * (arguments.tps_seconds + 0.2) * arguments.rounds * left
         latencyEnd = time.monotonic() + max(
             1.0, (budgetEnd - time.monotonic() - tpsTime) / left
         )
@@ -605,20 +640,33 @@ def measure(reactor, arguments, cases: Cases, authPort: int, plainPort: int, bud
         times, turns = yield latencies(cases, via, arguments.tunnels, latencyEnd)
         for case in CASES:
             results["turns"][case] |= turns[case]
-        block = {"samples": len(times[BASELINE]), "cases": {}, "failures": {}}
+        block = {
+            "samples": len(times[BASELINE]),
+            "cases": {},
+            "failures": {},
+            "achieved": achievedRtt(via),
+        }
+        rates = {case: {"seq": [], "conc": []} for case in CASES}
         for case in CASES:
-            print(f"rtt {rtt:g} ms: tunnels/s, {case}...", file=sys.stderr)
-            sequential, f1 = yield tunnelsPerSecond(cases, via, case, 1, arguments.tps_seconds)
-            concurrent, f2 = yield tunnelsPerSecond(
-                cases, via, case, arguments.concurrency, arguments.tps_seconds
-            )
+            block["failures"][case] = []
+        # Rounds of short windows, cases interleaved, so that a slow spell
+        # of the machine does not land on one case only; medians reported.
+        for round in range(arguments.rounds):
+            print(f"rtt {rtt:g} ms: tunnels/s, round {round + 1}...", file=sys.stderr)
+            for case in CASES:
+                for key, concurrency in (("seq", 1), ("conc", arguments.concurrency)):
+                    rate, failures = yield tunnelsPerSecond(
+                        cases, via, case, concurrency, arguments.tps_seconds
+                    )
+                    rates[case][key].append(rate)
+                    block["failures"][case] += failures
+        for case in CASES:
             block["cases"][case] = {
                 "p50": percentile(times[case], 0.5),
                 "p99": percentile(times[case], 0.99),
-                "seq": sequential,
-                "conc": concurrent,
+                "seq": percentile(rates[case]["seq"], 0.5),
+                "conc": percentile(rates[case]["conc"], 0.5),
             }
-            block["failures"][case] = f1 + f2
         results["blocks"][rtt] = block
         for port in ports:
             yield port.stopListening()
@@ -643,20 +691,20 @@ def main(argv: list[str]) -> int:
             cases = Cases(reactor, authPort, plainPort, target)
             yield cases.openSession(authPort)
             budgetEnd = began + arguments.budget - 3.0
-            watchdog = reactor.callLater(
-                arguments.budget - (time.monotonic() - began), outcome.setdefault,
-                "overrun", True,
-            )
             measuring = measure(reactor, arguments, cases, authPort, plainPort, budgetEnd)
-            timeout = reactor.callLater(
-                arguments.budget - (time.monotonic() - began) + 5, measuring.cancel
+            # The loops end by themselves (counts, windows, per-tunnel
+            # timeouts); this is the last resort if the run overruns.
+            watchdog = reactor.callLater(
+                arguments.budget - (time.monotonic() - began) + 10, measuring.cancel
             )
             try:
                 outcome["results"] = yield measuring
+            except BaseException:
+                traceback.print_exc()
+                raise
             finally:
-                for call in (watchdog, timeout):
-                    if call.active():
-                        call.cancel()
+                if watchdog.active():
+                    watchdog.cancel()
 
         task.react(lambda reactor: run(reactor), [])
     except SystemExit as stop:
