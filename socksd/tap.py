@@ -53,6 +53,32 @@ def _listensBeyondLoopback(description: str) -> bool:
         return True
 
 
+#: The listen backlog socksd asks for when a C{--listen} description gives
+#: none (Twisted's default is 50, too few for bursts of connections).
+LISTEN_BACKLOG = 1024
+
+_BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl", "unix"})
+
+
+def withBacklog(description: str, backlog: int = LISTEN_BACKLOG) -> str:
+    """
+    Add C{:backlog=BACKLOG} to a C{tcp}, C{tcp6}, C{ssl} or C{unix} server
+    endpoint description (also behind C{haproxy:}) that does not say
+    C{backlog=}; return any other description unchanged.
+    """
+    inner = description
+    while inner.startswith("haproxy:"):
+        inner = inner[len("haproxy:") :]
+    try:
+        args, kwargs = endpoints._parse(inner)
+    except Exception:
+        return description
+    kind = args[0] if args else ""
+    if kind not in _BACKLOG_KINDS or "backlog" in kwargs:
+        return description
+    return f"{description}:backlog={backlog}"
+
+
 class Options(usage.Options, strcred.AuthOptionMixin):
     """
     Options for C{twistd socksd}.
@@ -432,6 +458,8 @@ def makeService(options: Options) -> service.IService:
         config=config,
     )
     _applyLimits(options, factory, reactor)
+    # Twisted's listen backlog is 50 unless the description says backlog=.
+    options["listen"] = [withBacklog(d) for d in options["listen"]]
     top = service.MultiService()
     if options["metrics"]:
         from socksd.metrics import Metrics, metricsService

@@ -3,10 +3,18 @@ Upstream factories: how socksd reaches a destination
 (L{socksd.interfaces.IUpstreamFactory}).
 
 L{DirectUpstream} connects straight to the destination: a plain TCP
-endpoint for an address literal, and for a name Twisted's
+endpoint for an address literal (L{DirectTCP4Endpoint},
+L{DirectTCP6Endpoint}), and for a name Twisted's
 C{HostnameEndpoint} (Happy Eyeballs included) resolving through socksd's
 own resolver, never the reactor's.  L{upstreamFromSpec} builds a factory
 from the C{--upstream} option's text.
+
+The endpoints for address literals offer a fast path next to C{connect}:
+C{connectFactory(factory)} is C{reactor.connectTCP} with a
+C{ClientFactory}, with no Deferred and no wrapping factory or protocol, so
+a server can connect many short tunnels cheaply (the server's CONNECT uses
+it when an endpoint has it, and C{connect} otherwise).  Other upstreams
+need not offer it.
 
 Connect failures are Twisted's own (C{ConnectionRefusedError},
 C{TimeoutError}, C{NoRouteError} ...) or socksd's typed errors
@@ -25,6 +33,7 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import (
+    IConnector,
     IHostnameResolver,
     IProtocolFactory,
     IReactorPluggableNameResolver,
@@ -42,6 +51,8 @@ from socksd.resolve import NameResolverAdapter
 __all__ = [
     "AddressFilter",
     "DirectUpstream",
+    "DirectTCP4Endpoint",
+    "DirectTCP6Endpoint",
     "FailingEndpoint",
     "ResolvingHostnameEndpoint",
     "upstreamFromSpec",
@@ -67,6 +78,53 @@ class FailingEndpoint:
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred:
         """Fail at once with the error this endpoint was made with."""
         return fail(self.error)
+
+
+class _ConnectFactoryMixin:
+    """
+    The fast path of the endpoints for address literals; see the module
+    docstring.
+    """
+
+    _reactor: Any
+    _host: str
+    _port: int
+    _timeout: float
+    _bindAddress: Any
+
+    def connectFactory(self, factory: Any) -> IConnector:
+        """
+        Connect to this endpoint's address with C{reactor.connectTCP}: the
+        same connection C{connect} makes (same timeout and bind address),
+        without its Deferred.
+
+        @param factory: a C{twisted.internet.protocol.ClientFactory}: its
+            C{buildProtocol} builds the protocol once connected, and its
+            C{clientConnectionFailed} hears of a failure (which may be
+            called before this method returns).
+        @return: the connector (C{stopConnecting} gives up on the attempt).
+        """
+        return self._reactor.connectTCP(
+            self._host,
+            self._port,
+            factory,
+            timeout=self._timeout,
+            bindAddress=self._bindAddress,
+        )
+
+
+class DirectTCP4Endpoint(_ConnectFactoryMixin, TCP4ClientEndpoint):
+    """
+    A C{TCP4ClientEndpoint} to an IPv4 literal, with the fast path
+    C{connectFactory} (see the module docstring).
+    """
+
+
+class DirectTCP6Endpoint(_ConnectFactoryMixin, TCP6ClientEndpoint):
+    """
+    A C{TCP6ClientEndpoint} to an IPv6 literal, with the fast path
+    C{connectFactory} (see the module docstring).
+    """
 
 
 class _NameResolverReactor:
@@ -222,8 +280,8 @@ class DirectUpstream:
     """
     Connect straight to each destination.
 
-    An address literal gets a C{TCP4ClientEndpoint} or C{TCP6ClientEndpoint}
-    (after the address filter); a name gets a L{ResolvingHostnameEndpoint}
+    An address literal gets a L{DirectTCP4Endpoint} or L{DirectTCP6Endpoint}
+    (Twisted's TCP endpoints with a fast path; after the address filter); a name gets a L{ResolvingHostnameEndpoint}
     on this factory's resolver.  Onion names are never resolved: a valid one
     fails with L{OnionServiceError} (a direct connection cannot reach onion
     services), an invalid one with L{socksd.errors.OnionInvalidAddress}.
@@ -268,7 +326,7 @@ class DirectUpstream:
         if isinstance(host, (IPv4Address, IPv6Address)):
             if self.addressFilter is not None and not self.addressFilter(host):
                 return FailingEndpoint(NotAllowed(f"connections to {host} are not allowed"))
-            endpointClass = TCP4ClientEndpoint if host.version == 4 else TCP6ClientEndpoint
+            endpointClass = DirectTCP4Endpoint if host.version == 4 else DirectTCP6Endpoint
             return endpointClass(
                 self._reactor, str(host), destination.port, self.connectTimeout, bindAddress
             )

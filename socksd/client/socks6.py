@@ -26,6 +26,13 @@ session's lowest unused token, so that the proxy acts on it at most once
 duplicates).  L{socks6Noop} opens a session without a connection, and
 L{socks6Teardown} ends one.
 
+UDP: L{socks6UdpAssociate} asks for a UDP association and relays
+datagrams over the TCP connection (the draft's Datagram messages framed on
+the stream): it fires with a L{Socks6UdpAssociation} once the proxy's
+Association Init has come; C{sendTo} sends a datagram, and the receiver
+hears of datagrams, Datagram Error messages and the end of the
+association.
+
 The last replies an endpoint got are in its C{lastAuthenticationReply}
 and C{lastOperationReply} (the Operation Reply's stack options say which of
 the requested stack options the proxy honoured).
@@ -42,6 +49,8 @@ from ipaddress import IPv4Address
 from typing import Any, Iterable
 
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.failure import Failure
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from zope.interface import implementer
 
@@ -74,6 +83,11 @@ from socksd.wire.socks6 import (
     UsernamePasswordOption,
     UsernamePasswordReply,
     UsernamePasswordRequest,
+    Socks6UdpStreamCodec,
+    UdpAssociationConfirmation,
+    UdpAssociationInit,
+    UdpDatagram,
+    UdpError,
     tokenInWindow,
     tokenLessThan,
 )
@@ -86,6 +100,8 @@ __all__ = [
     "TokenRejected",
     "socks6Noop",
     "socks6Teardown",
+    "socks6UdpAssociate",
+    "Socks6UdpAssociation",
 ]
 
 _NOOP_ADDRESS = Destination(IPv4Address(0), 0)
@@ -465,3 +481,137 @@ def socks6Teardown(
     return queryThrough(
         proxyEndpoint, lambda: Socks6Handshake(request, options.credentials)
     )
+
+
+class Socks6UdpAssociation(Protocol):
+    """
+    A SOCKS6 UDP association whose datagrams go over the TCP connection to
+    the proxy (see L{socks6UdpAssociate}).
+
+    @ivar associationId: the proxy's Association ID (once C{ready} fired).
+    @ivar bound: the proxy's UDP address and port from the Operation Reply.
+    @ivar confirmed: the proxy sent Association Confirmation.
+    @ivar ready: fires with this association once Association Init came.
+    """
+
+    def __init__(self, receiver: Any) -> None:
+        """
+        @param receiver: gets C{datagramReceived(payload, source)} (source a
+            L{Destination}) and, if it has them,
+            C{datagramErrorReceived(error)} (a L{UdpError}) and
+            C{associationLost(reason)}.
+        """
+        self.receiver = receiver
+        self.associationId: int | None = None
+        self.bound: Destination | None = None
+        self.confirmed = False
+        self.ready: Deferred[Socks6UdpAssociation] = Deferred()
+        self._codec = Socks6UdpStreamCodec(isServer=False)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Parse the proxy's UDP relay messages."""
+        try:
+            messages = self._codec.receiveData(data)
+        except MalformedMessage as error:
+            self._fail(Failure(error))
+            self.transport.abortConnection()
+            return
+        for message in messages:
+            if isinstance(message, UdpAssociationInit):
+                if self.associationId is None:
+                    self.associationId = message.associationId
+                    self.ready.callback(self)
+            elif message.associationId != self.associationId:
+                continue
+            elif isinstance(message, UdpAssociationConfirmation):
+                self.confirmed = True
+            elif isinstance(message, UdpDatagram):
+                self.receiver.datagramReceived(message.payload, message.address)
+            elif isinstance(message, UdpError):
+                report = getattr(self.receiver, "datagramErrorReceived", None)
+                if report is not None:
+                    report(message)
+
+    def sendTo(self, payload: bytes, host: Host | bytes, port: int) -> None:
+        """
+        Send a datagram to C{host}:C{port} through the proxy.
+
+        @raise ValueError: the association is not ready, or a bad address.
+        """
+        if self.associationId is None:
+            raise ValueError("the association is not ready yet")
+        message = UdpDatagram(self.associationId, destinationFor(host, port), payload)
+        self.transport.write(self._codec.send(message))
+
+    def close(self) -> None:
+        """End the association (close the TCP connection)."""
+        self.transport.loseConnection()
+
+    def _fail(self, reason: Failure) -> None:
+        if not self.ready.called:
+            self.ready.errback(reason)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """The association is over."""
+        self._fail(reason)
+        lost = getattr(self.receiver, "associationLost", None)
+        if lost is not None:
+            lost(reason)
+
+
+def socks6UdpAssociate(
+    proxyEndpoint: IStreamClientEndpoint,
+    receiver: Any,
+    *,
+    username: str | bytes | None = None,
+    password: str | bytes | None = None,
+    stackOptions: Iterable[StackOption] = (),
+    session: Socks6Session | None = None,
+    spendToken: bool = False,
+    token: int | None = None,
+    observer: Any = None,
+) -> Deferred:
+    """
+    Ask the proxy for a UDP association (UDP ASSOCIATE, any address and
+    port), its datagrams relayed over the TCP connection.
+
+    @param receiver: see L{Socks6UdpAssociation.__init__}.
+    @param stackOptions: e.g. C{UdpErrorOption(StackLeg.PROXY_REMOTE,
+        Availability.AVAILABLE)} for Datagram Error messages, or a
+        C{PortParityOption}.
+    @param observer: an object whose C{lastAuthenticationReply} and
+        C{lastOperationReply} are set as the replies arrive (the Operation
+        Reply's stack options say what the proxy did).
+    @return: a Deferred firing with the L{Socks6UdpAssociation} once the
+        proxy's Association Init has come, or failing as
+        L{SOCKS6ClientEndpoint.connect} does.
+    """
+    options = _Socks6Options(
+        username, password, b"", stackOptions, session, spendToken, token
+    )
+    handshake: list[Socks6Handshake] = []
+
+    def makeHandshake() -> Socks6Handshake:
+        made = Socks6Handshake(
+            options.request(Command.UDP_ASSOCIATE, _NOOP_ADDRESS),
+            options.credentials,
+            options.session,
+            observer,
+        )
+        handshake.append(made)
+        return made
+
+    factory = Factory()
+    factory.buildProtocol = lambda addr: Socks6UdpAssociation(  # type: ignore[method-assign]
+        receiver
+    )
+
+    def connected(association: Socks6UdpAssociation) -> Deferred:
+        reply = handshake[-1].operationReply if handshake else None
+        if reply is not None:
+            association.bound = reply.bind
+        return association.ready
+
+    return connectThrough(
+        proxyEndpoint, makeHandshake, _NOOP_ADDRESS, factory
+    ).addCallback(connected)

@@ -96,9 +96,13 @@ class Session:
         per-client cap).
     @ivar window: the L{TokenWindow}, once issued.
     @ivar requests: how many requests the session has served.
+    @ivar listeners: the session's BIND listeners with a backlog, by the
+        address and port they listen on
+        (L{socksd.server._socks6backlog.BacklogListener}).
     """
 
     __slots__ = (
+        "listeners",
         "sessionId",
         "user",
         "credentials",
@@ -121,6 +125,7 @@ class Session:
         self.clientHost = clientHost
         self.window: TokenWindow | None = None
         self.requests = 0
+        self.listeners: dict[Any, Any] = {}
         self._timer: Any = None
 
     def __repr__(self) -> str:

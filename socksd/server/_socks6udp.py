@@ -19,13 +19,27 @@ Datagrams from anyone else are dropped.  The association ends with the TCP
 connection, or after C{ServerConfig.udpTimeout} seconds without a datagram
 (as the draft advises for a first datagram that never comes).
 
-Datagram Error messages (the UDP Error stack option) are not sent: the
-option is answered "not available".
+Port Parity (a stack option, for a request with port 0): the association's
+socket gets a port of the parity asked for (L{listenWithParity}: sockets are
+bound to port 0 until the kernel gives one of that parity, then adopted into
+the reactor), and with "reserve" the counterpart port (p+1 for an even p,
+p-1 for an odd one) is bound too and held, unused, until the association
+ends, so that no one else can take it.  The Operation Reply echoes the
+parity and reservation done, or parity 0 (none) and reserve 0 when the
+port was not chosen by parity.
+
+UDP Error (a stack option with availability 2): the association's socket
+reads ICMP errors (L{socksd.server._socks6udperror}) and each one about a
+datagram the client sent, with one of the draft's error codes, goes to the
+client as a Datagram Error message, the way datagrams go (on TCP or UDP).
+The option is answered available when C{IP_RECVERR} is on, else not
+available.
 """
 
 from __future__ import annotations
 
 import secrets
+import socket
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
@@ -38,17 +52,27 @@ from socksd.address import Destination
 from socksd.errors import MalformedMessage, NotAllowed
 from socksd.interfaces import ConnectContext
 from socksd.replies import successFor
+from socksd.server._socks6udperror import (
+    adoptReportingErrors,
+    listenReportingErrors,
+)
 from socksd.server.relay import boundDestination
 from socksd.wire.socks6 import (
+    Parity,
+    PortParityOption,
     Socks6UdpStreamCodec,
+    StackLeg,
     UdpAssociationConfirmation,
+    UdpError,
+    UdpErrorOption,
+    Availability,
     UdpAssociationInit,
     UdpDatagram,
     buildMessage,
     decodeUdpPacket,
 )
 
-__all__ = ["serveUdpAssociate6", "Socks6Association"]
+__all__ = ["serveUdpAssociate6", "Socks6Association", "listenWithParity"]
 
 log = Logger()
 
@@ -90,8 +114,51 @@ def serveUdpAssociate6(handler: Any, context: ConnectContext) -> None:
         )
         return
     association = Socks6Association(handler, context, clientHost)
+    parity = _requestedParity(handler)
+    wantsErrors = _wantsErrors(handler)
+    reactor = factory.reactor
     try:
-        association.port = factory.reactor.listenUDP(0, association, interface=host)
+        port = None
+        if parity is not None:
+            adopt = None
+            if wantsErrors:
+                adopt = lambda fileno, family, protocol: adoptReportingErrors(
+                    reactor, fileno, family, protocol
+                )
+            port, association.reserved = listenWithParity(
+                reactor,
+                association,
+                host,
+                parity.parity,
+                bool(parity.reserve),
+                adopt=adopt,
+            )
+            if port is not None:
+                handler._stackReplies = tuple(
+                    (
+                        PortParityOption(
+                            StackLeg.PROXY_REMOTE, parity.parity, parity.reserve
+                        )
+                        if isinstance(option, PortParityOption)
+                        else option
+                    )
+                    for option in handler._stackReplies
+                )
+        if port is None and wantsErrors:
+            port = listenReportingErrors(reactor, association, host)
+        if port is None:
+            port = reactor.listenUDP(0, association, interface=host)
+        association.port = port
+        if wantsErrors and getattr(port, "reportingErrors", False):
+            association.reportErrors = True
+            handler._stackReplies = tuple(
+                (
+                    UdpErrorOption(StackLeg.PROXY_REMOTE, Availability.AVAILABLE)
+                    if isinstance(option, UdpErrorOption)
+                    else option
+                )
+                for option in handler._stackReplies
+            )
     except Exception as error:
         handler.refuse(error, f"UDP ASSOCIATE could not listen on {host}: {error}")
         return
@@ -107,6 +174,103 @@ def serveUdpAssociate6(handler: Any, context: ConnectContext) -> None:
     association.startTimer()
     if early:
         association.dataReceived(early)
+
+
+def _requestedParity(handler: Any) -> PortParityOption | None:
+    """
+    @return: the request's Port Parity option on the proxy-remote leg
+        asking for a parity, when the request's port is 0 (else the draft
+        says to ignore it).
+    """
+    request = handler.request
+    if request is None or request.destination.port != 0:
+        return None
+    for option in request.stackOptions:
+        if (
+            isinstance(option, PortParityOption)
+            and option.appliesToRemote
+            and option.parity != Parity.NONE
+        ):
+            return option
+    return None
+
+
+def _wantsErrors(handler: Any) -> bool:
+    """Whether the request asks for Datagram Error messages."""
+    request = handler.request
+    if request is None:
+        return False
+    return any(
+        isinstance(option, UdpErrorOption)
+        and option.appliesToRemote
+        and option.availability == Availability.AVAILABLE
+        for option in request.stackOptions
+    )
+
+
+def listenWithParity(
+    reactor: Any,
+    protocol: DatagramProtocol,
+    interface: str,
+    parity: int,
+    reserve: bool,
+    attempts: int = 64,
+    adopt: Any = None,
+) -> tuple[Any, socket.socket | None]:
+    """
+    Listen for UDP on C{interface}, on a port of the given parity.
+
+    Sockets are bound to port 0 until the kernel gives a port of the
+    parity (and, with C{reserve}, its counterpart can be bound too); the
+    chosen socket is adopted into the reactor (C{adoptDatagramPort}); the
+    others are closed.
+
+    @param parity: L{Parity.EVEN} or L{Parity.ODD}.
+    @param reserve: also bind the counterpart port (p+1 for an even p, p-1
+        for an odd one).
+    @param attempts: how many ports to try at most.
+    @param adopt: C{adoptDatagramPort(fileno, family, protocol)} to use
+        instead of the reactor's.
+    @return: the listening port (L{None} when no port of the parity was
+        found, or the reactor cannot adopt sockets) and the socket holding
+        the counterpart (the caller closes it), or L{None}.
+    """
+    if getattr(reactor, "adoptDatagramPort", None) is None:
+        return None, None
+    if adopt is None:
+        adopt = reactor.adoptDatagramPort
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    wanted = 0 if parity == Parity.EVEN else 1
+    tried: list[socket.socket] = []
+    try:
+        for _ in range(attempts):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            tried.append(sock)
+            sock.bind((interface, 0))
+            number = sock.getsockname()[1]
+            if number % 2 != wanted:
+                continue
+            counterpart = None
+            if reserve:
+                other = number + 1 if wanted == 0 else number - 1
+                counterpart = socket.socket(family, socket.SOCK_DGRAM)
+                try:
+                    counterpart.bind((interface, other))
+                except OSError:
+                    counterpart.close()
+                    continue
+            sock.setblocking(False)
+            try:
+                port = adopt(sock.fileno(), family, protocol)
+            except BaseException:
+                if counterpart is not None:
+                    counterpart.close()
+                raise
+            return port, counterpart
+        return None, None
+    finally:
+        for sock in tried:
+            sock.close()
 
 
 class Socks6Association(DatagramProtocol):
@@ -128,6 +292,11 @@ class Socks6Association(DatagramProtocol):
         self.mappedTo: str | None = None
         self.clientAddress: tuple[str, int] | None = None
         self.port: Any = None
+        #: the socket holding the reserved counterpart port, if any.
+        self.reserved: socket.socket | None = None
+        #: send Datagram Error messages (the client opted in, and the
+        #: socket reports ICMP errors).
+        self.reportErrors = False
         self._codec = Socks6UdpStreamCodec(isServer=True)
         self._remotes: set[tuple[Any, int]] = set()
         self._timer: Any = None
@@ -161,6 +330,9 @@ class Socks6Association(DatagramProtocol):
         port, self.port = self.port, None
         if port is not None:
             port.stopListening()
+        reserved, self.reserved = self.reserved, None
+        if reserved is not None:
+            reserved.close()
 
     # The TCP control connection (a dispatcher handler)
 
@@ -189,8 +361,12 @@ class Socks6Association(DatagramProtocol):
             return
         host, port = addr[0], addr[1]
         sender = _ip(host)
+        # The client's datagrams: from its host before the mapping, from
+        # its address once mapped to UDP; once mapped to TCP, none come
+        # over UDP (so a destination on the client's own host works).
         if sender == self.clientHost and (
-            self.mappedTo != _UDP or self.clientAddress == (host, port)
+            self.mappedTo is None
+            or (self.mappedTo == _UDP and self.clientAddress == (host, port))
         ):
             try:
                 message = decodeUdpPacket(data)
@@ -204,6 +380,29 @@ class Socks6Association(DatagramProtocol):
             self._toClient(
                 UdpDatagram(self.associationId, Destination(sender, port), data)
             )
+
+    def datagramErrorReceived(
+        self, errorCode: int, address: tuple[str, int], reporter: Any
+    ) -> None:
+        """
+        An ICMP error about a datagram the association sent (from
+        L{socksd.server._socks6udperror.ErrorReportingPort}): a Datagram
+        Error message to the client, when it opted in and sent to that
+        destination.
+        """
+        if self._stopped or not self.reportErrors:
+            return
+        destination = _ip(address[0])
+        if destination is None or (destination, address[1]) not in self._remotes:
+            return
+        self._toClient(
+            UdpError(
+                self.associationId,
+                Destination(destination, address[1]),
+                errorCode,
+                reporter,
+            )
+        )
 
     # Both ways
 
@@ -256,7 +455,7 @@ class Socks6Association(DatagramProtocol):
         except Exception as error:
             log.debug("sending a datagram failed: {error}", error=error)
 
-    def _toClient(self, message: UdpDatagram) -> None:
+    def _toClient(self, message: UdpDatagram | UdpError) -> None:
         data = buildMessage(message)
         if self.mappedTo == _TCP:
             connection = self.connection

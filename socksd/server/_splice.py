@@ -22,9 +22,14 @@ behaviour:
   - Idle timeout: the same periodic check of the byte counters.
 
 Each socket gets one L{_SpliceSocket}, registered with the reactor's
-C{addReader}/C{addWriter} in place of its transport; the pipes are created
-when a direction first has bytes to move, and sized with C{F_SETPIPE_SZ}
-(1 MiB, or what the system allows).
+C{addReader}/C{addWriter} in place of its transport.  A direction takes a
+pipe when it first has bytes to move and gives it back when it ends with
+the pipe drained: pipes come from a small per-process pool of empty pipes
+(L{POOL_SIZE} at most), and a new one is created, and sized with
+C{F_SETPIPE_SZ} (1 MiB, or what the system allows), only when the pool is
+empty.  So a short tunnel costs no pipe creation once the process is warm.
+A pipe that may still hold bytes (a relay torn down mid-transfer) is
+closed, never pooled.
 
 L{spliceSupported} says whether two transports and a reactor allow all this;
 L{socksd.server.relay.startRelay} asks it and falls back to the ordinary
@@ -36,18 +41,31 @@ from __future__ import annotations
 import errno
 import os
 import socket
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover (not POSIX)
+    fcntl = None  # type: ignore[assignment]
 from typing import Any
 
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-__all__ = ["SpliceRelay", "spliceSupported", "trySplice", "PIPE_SIZE"]
+from socksd.server.relay import _Holding, setNoDelay
+
+__all__ = ["SpliceRelay", "spliceSupported", "trySplice", "PIPE_SIZE", "POOL_SIZE"]
 
 log = Logger()
 
 #: The pipe size asked for with C{F_SETPIPE_SZ}.
 PIPE_SIZE = 1 << 20
+
+#: How many empty pipes a process keeps for later tunnels, at most.
+POOL_SIZE = 64
+
+#: The empty pipes kept for reuse: C{(readEnd, writeEnd, size)}.
+_pool: list[tuple[int, int, int]] = []
 
 _F_SETPIPE_SZ = 1031
 _F_GETPIPE_SZ = 1032
@@ -59,8 +77,16 @@ _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
 _announced: set[bool] = set()
 
 
+_reactorKinds: tuple[type, ...] | None = None
+_transportKinds: tuple[type, ...] | None = None
+
+
 def _readinessReactors() -> tuple[type, ...]:
-    """The reactor classes whose C{addReader}/C{addWriter} take any fd."""
+    """The reactor classes whose C{addReader}/C{addWriter} take any fd
+    (looked up once)."""
+    global _reactorKinds
+    if _reactorKinds is not None:
+        return _reactorKinds
     kinds: list[type] = []
     for module, name in (
         ("twisted.internet.epollreactor", "EPollReactor"),
@@ -71,13 +97,18 @@ def _readinessReactors() -> tuple[type, ...]:
             kinds.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):
             pass
-    return tuple(kinds)
+    _reactorKinds = tuple(kinds)
+    return _reactorKinds
 
 
 def _tcpTransports() -> tuple[type, ...]:
-    from twisted.internet import tcp
+    """Twisted's plain TCP transport classes (looked up once)."""
+    global _transportKinds
+    if _transportKinds is None:
+        from twisted.internet import tcp
 
-    return (tcp.Server, tcp.Client)
+        _transportKinds = (tcp.Server, tcp.Client)
+    return _transportKinds
 
 
 def _plainTcp(transport: Any, reactor: Any) -> bool:
@@ -211,22 +242,35 @@ class _SpliceDirection:
         sink.drains = self
 
     def _openPipe(self) -> None:
+        """Take an empty pipe from the pool, or create one."""
+        if _pool:
+            self.pipeRead, self.pipeWrite, self.pipeSize = _pool.pop()
+            return
         readEnd, writeEnd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.pipeRead, self.pipeWrite = readEnd, writeEnd
-        try:
-            import fcntl
+        size = 65536
+        if fcntl is not None:
+            try:
+                fcntl.fcntl(writeEnd, _F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                pass
+            try:
+                size = fcntl.fcntl(writeEnd, _F_GETPIPE_SZ)
+            except OSError:
+                pass
+        self.pipeSize = size
 
-            fcntl.fcntl(writeEnd, _F_SETPIPE_SZ, PIPE_SIZE)
-        except (OSError, ImportError):
-            pass
-        try:
-            import fcntl
-
-            self.pipeSize = fcntl.fcntl(writeEnd, _F_GETPIPE_SZ)
-        except (OSError, ImportError):
-            self.pipeSize = 65536
+    def _poolPipe(self) -> None:
+        """The pipe is empty: give it back to the pool (or close it)."""
+        if self.pipeWrite >= 0:
+            if len(_pool) < POOL_SIZE:
+                _pool.append((self.pipeRead, self.pipeWrite, self.pipeSize))
+                self.pipeRead = self.pipeWrite = -1
+            else:
+                self.closePipe()
 
     def closePipe(self) -> None:
+        """Close the pipe, which may still hold bytes."""
         for fd in (self.pipeRead, self.pipeWrite):
             if fd >= 0:
                 try:
@@ -304,7 +348,10 @@ class _SpliceDirection:
         if self.done:
             return
         self.done = True
-        self.closePipe()
+        if self.inPipe:
+            self.closePipe()
+        else:
+            self._poolPipe()
         self.relay._directionDone(self)
 
 
@@ -588,8 +635,6 @@ def trySplice(
     @return: the running relay, or L{None} when the ordinary relay must be
         used.
     """
-    from socksd.server.relay import _Holding, setNoDelay
-
     held = upstream.handler
     if not isinstance(held, _Holding) or held.lost is not None:
         return None

@@ -28,9 +28,10 @@ from dataclasses import replace
 from html import escape
 from typing import Any, ClassVar
 
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionDone, NotConnectingError
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
+from twisted.internet.protocol import ClientFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -251,7 +252,7 @@ class Dispatcher:
         if record is None:
             return
         try:
-            if not reason.check(ConnectionDone):
+            if record.reason is None and not reason.check(ConnectionDone):
                 record.setReason(f"connection lost: {reason.getErrorMessage()}")
             record.emit(self.factory.reactor.seconds())
         except Exception:
@@ -343,6 +344,81 @@ class Dispatcher:
                 abortTransport(self.transport)
             except Exception:
                 log.failure("aborting a connection failed")
+
+
+class _AttemptProtocol(UpstreamProtocol):
+    """An L{UpstreamProtocol} that tells its L{_UpstreamAttempt} it is connected."""
+
+    __slots__ = ("attempt",)
+
+    def __init__(self, attempt: _UpstreamAttempt) -> None:
+        super().__init__()
+        self.attempt: _UpstreamAttempt | None = attempt
+
+    def connectionMade(self) -> None:
+        attempt, self.attempt = self.attempt, None
+        if attempt is not None:
+            attempt.connected(self)
+
+
+class _UpstreamAttempt(ClientFactory):
+    """
+    One connection attempt through an endpoint's C{connectFactory} fast
+    path (see L{socksd.upstream}): the C{ClientFactory} given to
+    C{connectTCP}, and for the L{RequestHandler} what the endpoint's
+    Deferred would be: C{called} and C{cancel()}.  The handler hears of the
+    outcome once, as with the Deferred: C{_connected(protocol)} or
+    C{_connectFailed(failure)} (a C{CancelledError} after C{cancel}).
+    """
+
+    noisy = False
+
+    def __init__(self, handler: RequestHandler) -> None:
+        self.handler = handler
+        self.connector: Any = None
+        self.called = False
+
+    def buildProtocol(self, addr: Any) -> _AttemptProtocol:
+        return _AttemptProtocol(self)
+
+    def connected(self, protocol: UpstreamProtocol) -> None:
+        if self.called:
+            protocol.transport.loseConnection()
+            return
+        self.called = True
+        # The connector keeps this factory as long as the tunnel lasts: let
+        # go of the handler.
+        handler, self.handler = self.handler, None
+        try:
+            handler._connected(protocol)
+        except Exception:
+            handler._connectBug(Failure())
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        if self.called:
+            return
+        self.called = True
+        self._failed(reason)
+
+    def cancel(self) -> None:
+        """Give up on the attempt: the handler gets a C{CancelledError}."""
+        if self.called:
+            return
+        self.called = True
+        connector = self.connector
+        if connector is not None:
+            try:
+                connector.stopConnecting()
+            except NotConnectingError:
+                pass
+        self._failed(Failure(CancelledError("the connection attempt was cancelled")))
+
+    def _failed(self, reason: Failure) -> None:
+        handler, self.handler = self.handler, None
+        try:
+            handler._connectFailed(reason)
+        except Exception:
+            handler._connectBug(Failure())
 
 
 class Handler:
@@ -704,19 +780,28 @@ class RequestHandler(Handler):
         factory = connection.factory
         try:
             endpoint = factory.upstream.endpointFor(destination, context)
-            attempt = endpoint.connect(UPSTREAM_FACTORY)
+            connectFactory = getattr(endpoint, "connectFactory", None)
+            if connectFactory is not None:
+                # The fast path of socksd.upstream's endpoints for address
+                # literals: reactor.connectTCP, no Deferred.
+                attempt: Any = _UpstreamAttempt(self)
+                self._connecting = attempt
+                attempt.connector = connectFactory(attempt)
+            else:
+                attempt = endpoint.connect(UPSTREAM_FACTORY)
+                self._connecting = attempt
+                attempt.addCallbacks(self._connected, self._connectFailed)
+                attempt.addErrback(self._connectBug)
         except Exception as error:
+            self._connecting = None
             log.failure("the upstream factory failed to start a connection")
             self.refuse(error, f"connect failed: {error}")
             return
-        self._connecting = attempt
         timeout = factory.config.connectTimeout
         if timeout is not None and not attempt.called:
             self._connectTimer = factory.reactor.callLater(
                 timeout, self._connectTimedOut
             )
-        attempt.addCallbacks(self._connected, self._connectFailed)
-        attempt.addErrback(self._connectBug)
 
     def _connectTimedOut(self) -> None:
         self._connectTimer = None

@@ -64,11 +64,21 @@ def boundDestination(address: Any) -> Destination:
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
     if isinstance(host, str) and isinstance(port, int) and 0 <= port <= 0xFFFF:
-        try:
-            return Destination(ip_address(host.partition("%")[0]), port)
-        except ValueError:
-            pass
+        parsed = _hosts.get(host)
+        if parsed is None:
+            try:
+                parsed = ip_address(host.partition("%")[0])
+            except ValueError:
+                return _UNSPECIFIED
+            if len(_hosts) >= 256:
+                _hosts.clear()
+            _hosts[host] = parsed
+        return Destination(parsed, port)
     return _UNSPECIFIED
+
+
+#: Local addresses already parsed by L{boundDestination} (a server has few).
+_hosts: dict[str, Any] = {}
 
 
 def setNoDelay(transport: Any) -> None:
@@ -372,6 +382,19 @@ class Relay:
         sink.loseConnection()
 
 
+#: The L{socksd.server._splice} module, once L{_loadSplice} imported it.
+_splicing: Any = None
+
+
+def _loadSplice() -> Any:
+    """Import the splice relay (which imports this module) on first use."""
+    global _splicing
+    from socksd.server import _splice
+
+    _splicing = _splice
+    return _splice
+
+
 def startRelay(
     client: Any,
     upstream: Any,
@@ -408,9 +431,10 @@ def startRelay(
         L{socksd.server._splice.SpliceRelay} (which has no throttles).
     """
     if splice:
-        from socksd.server._splice import trySplice
-
-        spliced = trySplice(
+        splicing = _splicing
+        if splicing is None:
+            splicing = _loadSplice()
+        spliced = splicing.trySplice(
             client, upstream, reactor, initialData, clientEnded, idleTimeout,
             noDelay, record,
         )

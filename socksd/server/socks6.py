@@ -60,12 +60,21 @@ from socksd.errors import (
 )
 from socksd.interfaces import ConnectContext
 from socksd.replies import ReplyProfile, successFor
+from socksd.server._socks6backlog import (
+    requestedBacklog,
+    serveBacklogBind,
+    serveFurtherBind,
+)
 from socksd.server._socks6dns import DnsService
 from socksd.server._socks6session import Session, SessionTable, sessionTableFor
-from socksd.server._socks6stack import applyStackOptions
+from socksd.server._socks6stack import (
+    applyStackOptions,
+    connectWithStackOptions,
+    wantsStackConnect,
+)
 from socksd.server._socks6udp import serveUdpAssociate6
 from socksd.server.bind import serveBind
-from socksd.server.dispatch import Dispatcher, RequestHandler
+from socksd.server.dispatch import Dispatcher, RequestHandler, _UpstreamAttempt
 from socksd.server.relay import UpstreamProtocol
 from socksd.wire import socks6
 from socksd.wire.socks6 import (
@@ -133,6 +142,7 @@ class Socks6Handler(RequestHandler):
         "_checking",
         "_stackReplies",
         "_credentials",
+        "_stackConnector",
     )
 
     def __init__(self, connection: Dispatcher) -> None:
@@ -144,6 +154,7 @@ class Socks6Handler(RequestHandler):
         self._checking: Deferred[Any] | None = None
         self._stackReplies: tuple[Option, ...] = ()
         self._credentials: tuple[bytes, bytes] | None = None
+        self._stackConnector: Any = None
         connection.record.protocol = "socks6"
 
     @property
@@ -405,12 +416,43 @@ class Socks6Handler(RequestHandler):
         I{wanted bind address}, not an expected peer, so any peer is
         accepted; the wanted address and port are not honoured (the reply
         says which were used).
+
+        Inside a session, a Listen Backlog option makes a BIND that keeps
+        listening, and further BINDs of the session to its address take
+        its connections one by one (L{socksd.server._socks6backlog}).
         """
+        self._answerStackOptions()
+        session = self.session
+        request = self.request
+        if session is not None and request is not None:
+            listener = session.listeners.get(destination)
+            if listener is not None and not listener.closed:
+                serveFurtherBind(self, listener, destination, context)
+                return
+            backlog = requestedBacklog(request)
+            if backlog > 0:
+                serveBacklogBind(self, backlog, destination, context)
+                return
         serveBind(self, Destination(IPv4Address(0), 0), context)
 
     def udpAssociate(self, destination: Destination, context: ConnectContext) -> None:
         """UDP ASSOCIATE: see L{socksd.server._socks6udp}."""
+        self._answerStackOptions()
         serveUdpAssociate6(self, context)
+
+    def _answerStackOptions(self) -> None:
+        """
+        For BIND and UDP ASSOCIATE: answer the stack options with what is
+        done without an upstream socket (see L{socksd.server._socks6stack}).
+        """
+        request = self.request
+        if request is not None:
+            self._stackReplies = applyStackOptions(
+                request.stackOptions,
+                None,
+                request.destination,
+                self.connection.factory.upstream,
+            )
 
     def connect(self, destination: Destination, context: ConnectContext) -> None:
         """
@@ -445,9 +487,58 @@ class Socks6Handler(RequestHandler):
         if self._clientEnded:
             service.readConnectionLost()
 
+    def _connectChecked(
+        self, destination: Destination, context: ConnectContext
+    ) -> None:
+        """
+        Connect as every version does, except when the request asks for TFO
+        or Multipath and the upstream gives one of socksd's direct
+        endpoints: then through a L{StackConnector
+        <socksd.server._socks6stack.StackConnector>}, which makes the socket
+        itself.
+        """
+        request = self.request
+        connection = self.connection
+        if (
+            request is None
+            or destination.isName
+            or not connection.connected
+            or connection.closing
+            or not wantsStackConnect(request.stackOptions, connection.factory.upstream)
+        ):
+            super()._connectChecked(destination, context)
+            return
+        factory = connection.factory
+        try:
+            endpoint = factory.upstream.endpointFor(destination, context)
+            attempt = _UpstreamAttempt(self)
+            early = b"".join(self._early) if self._early else b""
+            connector = connectWithStackOptions(
+                request.stackOptions, endpoint, attempt, early
+            )
+        except Exception:
+            log.failure("connecting with SOCKS6 stack options failed")
+            connector = None
+        if connector is None:
+            super()._connectChecked(destination, context)
+            return
+        self._connecting = attempt
+        self._stackConnector = attempt.connector = connector
+        timeout = factory.config.connectTimeout
+        if timeout is not None and not attempt.called:
+            self._connectTimer = factory.reactor.callLater(
+                timeout, self._connectTimedOut
+            )
+
     def _connected(self, upstream: UpstreamProtocol) -> None:
         request = self.request
         transport = getattr(upstream, "transport", None)
+        connector, self._stackConnector = self._stackConnector, None
+        sent = connector.sentInSyn if connector is not None else 0
+        if sent and self._early:
+            early = b"".join(self._early)[sent:]
+            self._early = [early] if early else []
+            self._earlySize = len(early)
         if request is not None and transport is not None:
             try:
                 self._stackReplies = applyStackOptions(
@@ -455,6 +546,7 @@ class Socks6Handler(RequestHandler):
                     transport,
                     request.destination,
                     self.connection.factory.upstream,
+                    tfoSent=sent,
                 )
             except Exception:
                 log.failure("applying SOCKS6 stack options failed")

@@ -355,16 +355,33 @@ class _ParentWatch:
             pass
 
 
-def _lineObserver(stream: Any) -> Any:
-    """A log observer that writes each event as one line to C{stream}."""
+def _lineObserver(stream: Any, reactor: Any = None) -> Any:
+    """
+    A log observer that writes each event as one line to C{stream}.
+
+    With a C{reactor}, while it runs, the lines of one reactor iteration
+    are flushed together (one write, and one wake-up of the parent, for
+    many connections' events); otherwise each line is flushed at once.
+    """
     from twisted.logger import eventAsText
+
+    pending = [False]
+
+    def flush() -> None:
+        pending[0] = False
+        stream.flush()
 
     def observe(event: dict[str, Any]) -> None:
         text = eventAsText(event, includeTimestamp=False, includeSystem=False)
         if text:
             namespace = event.get("log_namespace", "-")
             stream.write(f"[{namespace}] " + text.replace("\n", "\n    ") + "\n")
-            stream.flush()
+            if reactor is not None and reactor.running:
+                if not pending[0]:
+                    pending[0] = True
+                    reactor.callLater(0, flush)
+            else:
+                stream.flush()
 
     return observe
 
@@ -381,8 +398,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     globalLogBeginner.beginLoggingTo(
-        [_lineObserver(sys.stdout)], redirectStandardIO=False
+        [_lineObserver(sys.stdout, reactor)], redirectStandardIO=False
     )
+    reactor.addSystemEventTrigger("after", "shutdown", sys.stdout.flush)
     options = Options()
     try:
         options.parseOptions(argv)
