@@ -238,7 +238,19 @@ class ErrorReportingPort(udp.Port):
         associations that asked for errors only.
         """
         self.readErrors()
-        super().write(datagram, addr)
+        if addr is None or self._connectedAddr:
+            return super().write(datagram, addr)
+        try:
+            return self.socket.sendto(datagram, addr)
+        except OSError as error:
+            if error.errno not in _ICMP_ERRNOS:
+                # Twisted's own handling: EINTR, EMSGSIZE, bad addresses.
+                return super().write(datagram, addr)
+        # An ICMP error arrived between reading the queue and sending, and
+        # the kernel reported it on this send instead of sending: read it,
+        # then send once more, so no datagram is lost to an earlier error.
+        self.readErrors()
+        return super().write(datagram, addr)
 
     def doRead(self) -> None:
         """Read the error queue, then datagrams as C{udp.Port} does."""
@@ -270,7 +282,16 @@ class ErrorReportingPort(udp.Port):
         The reactor saw C{EPOLLERR} (queued errors) and stopped reading:
         read the queue and listen on; anything else ends the port.
         """
-        if self.connected and self.readErrors():
+        if self.connected:
+            # The queue may already be empty: a write earlier in this
+            # reactor iteration read it.  Either way the socket is fine:
+            # read what is queued, clear any pending error, listen on.
+            self.readErrors()
+            try:
+                self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            except OSError:
+                self.connectionLost(reason)
+                return
             self.startReading()
             return
         self.connectionLost(reason)
