@@ -7,7 +7,7 @@ SOCKS client endpoints for Twisted applications and for chaining proxies.
   - L{SOCKS4AClientEndpoint}, L{socks4aResolve}: SOCKS4 and SOCKS4A
     (L{socksd.client.socks4a});
   - L{SOCKS6ClientEndpoint}, L{Socks6Session}, L{socks6Noop},
-    L{socks6Teardown}: SOCKS6 draft-11 with 0-RTT authentication and
+    L{socks6Teardown}, L{socks6UdpAssociate}: SOCKS6 draft-11 with 0-RTT authentication and
     initial data, sessions and idempotence tokens
     (L{socksd.client.socks6});
   - endpoint strings C{socks5:}, C{socks4a:} and C{socks6:} for C{clientFromString}
@@ -41,9 +41,11 @@ from socksd.client.socks6 import (
     SOCKS6ClientEndpoint,
     SessionInvalid,
     Socks6Session,
+    Socks6UdpAssociation,
     TokenRejected,
     socks6Noop,
     socks6Teardown,
+    socks6UdpAssociate,
 )
 
 __all__ = [
@@ -54,6 +56,8 @@ __all__ = [
     "TokenRejected",
     "socks6Noop",
     "socks6Teardown",
+    "socks6UdpAssociate",
+    "Socks6UdpAssociation",
     "SOCKS4AClientEndpoint",
     "socks5Resolve",
     "socks5ResolvePtr",
