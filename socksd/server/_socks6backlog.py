@@ -176,16 +176,8 @@ def _allowedHost(
     """
     connection = handler.connection
     factory = connection.factory
-    if factory.policy is not None:
-        try:
-            checked = handler.checkPolicy(destination, context)
-        except Exception as error:
-            log.failure("the policy failed to decide on a BIND")
-            handler.refuse(error, f"policy failed: {error}")
-            return None
-        if checked is None:
-            handler.refuse(NotAllowed(), "BIND refused by policy")
-            return None
+    if handler.allowedBy(destination, context, "BIND") is None:
+        return None
     host = factory.config.bindAddress
     if host is None:
         host = getattr(connection.transport.getHost(), "host", None)

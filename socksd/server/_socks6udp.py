@@ -95,16 +95,8 @@ def serveUdpAssociate6(handler: Any, context: ConnectContext) -> None:
     """
     connection = handler.connection
     factory = connection.factory
-    if factory.policy is not None:
-        try:
-            checked = handler.checkPolicy(Destination(IPv4Address(0), 0), context)
-        except Exception as error:
-            log.failure("the policy failed to decide on a UDP ASSOCIATE")
-            handler.refuse(error, f"policy failed: {error}")
-            return
-        if checked is None:
-            handler.refuse(NotAllowed(), "UDP ASSOCIATE refused by policy")
-            return
+    if handler.allowedBy(Destination(IPv4Address(0), 0), context, "UDP ASSOCIATE") is None:
+        return
     host = getattr(connection.transport.getHost(), "host", None)
     clientHost = _ip(getattr(connection.transport.getPeer(), "host", None))
     if _ip(host) is None or clientHost is None:

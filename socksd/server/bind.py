@@ -60,16 +60,8 @@ def serveBind(handler: Any, destination: Destination, context: ConnectContext) -
     """
     connection = handler.connection
     factory = connection.factory
-    if factory.policy is not None:
-        try:
-            checked = handler.checkPolicy(destination, context)
-        except Exception as error:
-            log.failure("the policy failed to decide on a BIND")
-            handler.refuse(error, f"policy failed: {error}")
-            return
-        if checked is None:
-            handler.refuse(NotAllowed(), "BIND refused by policy")
-            return
+    if handler.allowedBy(destination, context, "BIND") is None:
+        return
     host = factory.config.bindAddress
     if host is None:
         host = getattr(connection.transport.getHost(), "host", None)

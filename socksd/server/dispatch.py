@@ -728,6 +728,30 @@ class RequestHandler(Handler):
             context = replace(context, bindAddress=bindAddress)
         return context
 
+    def allowedBy(
+        self, destination: Destination, context: ConnectContext, what: str
+    ) -> ConnectContext | None:
+        """
+        Ask the factory's policy (if any) about a request, as
+        L{checkPolicy} does; when it refuses, or fails to decide, refuse the
+        client and return L{None}.
+
+        @param what: what is asked for, for the log ("destination", "BIND",
+            "UDP ASSOCIATE", "lookup").
+        @return: the context to go on with.
+        """
+        if self.connection.factory.policy is None:
+            return context
+        try:
+            checked = self.checkPolicy(destination, context)
+        except Exception as error:
+            log.failure("the policy failed to decide on a {what}", what=what)
+            self.refuse(error, f"policy failed: {error}")
+            return None
+        if checked is None:
+            self.refuse(NotAllowed(), f"{what} refused by policy")
+        return checked
+
     # CONNECT
 
     def connect(self, destination: Destination, context: ConnectContext) -> None:
@@ -737,14 +761,8 @@ class RequestHandler(Handler):
         """
         factory = self.connection.factory
         if factory.policy is not None:
-            try:
-                context = self.checkPolicy(destination, context)
-            except Exception as error:
-                log.failure("the policy failed to decide on a request")
-                self.refuse(error, f"policy failed: {error}")
-                return
+            context = self.allowedBy(destination, context, "destination")
             if context is None:
-                self.refuse(NotAllowed(), "destination refused by policy")
                 return
             if getattr(
                 factory.policy, "requireResolvedCheck", False

@@ -41,7 +41,6 @@ from twisted.python.failure import Failure
 from socksd.address import Destination
 from socksd.errors import (
     MalformedMessage,
-    NotAllowed,
     OnionInvalidAddress,
     ResolveFailed,
     SocksError,
@@ -309,18 +308,7 @@ class TorRequestHandler(RequestHandler):
 
     def _allowedLookup(self, destination: Destination, context: ConnectContext) -> bool:
         """Ask the policy about a lookup; refuse and return C{False} if it says no."""
-        if self.connection.factory.policy is None:
-            return True
-        try:
-            allowed = self.checkPolicy(destination, context)
-        except Exception as error:
-            log.failure("the policy failed to decide on a request")
-            self.refuse(error, f"policy failed: {error}")
-            return False
-        if allowed is None:
-            self.refuse(NotAllowed(), "lookup refused by policy")
-            return False
-        return True
+        return self.allowedBy(destination, context, "lookup") is not None
 
     def _lookup(self, lookup: Any, reason: str) -> None:
         """Answer with what C{lookup} gives, within C{connectTimeout}."""

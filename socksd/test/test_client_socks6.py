@@ -6,7 +6,6 @@ server in memory (sessions, token replays, round trips).
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address as V4
 from typing import Any
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
@@ -41,7 +40,6 @@ from socksd.wire.socks6 import (
     SessionIdOption,
     StackLeg,
     TtlOption,
-    buildMessage,
 )
 
 #: CONNECT 192.0.2.1:80 with alice/secret 0-RTT and 4 bytes of initial data.

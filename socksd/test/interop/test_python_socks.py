@@ -11,7 +11,6 @@ import socket
 
 from zope.interface import implementer
 
-from twisted.internet import reactor
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
