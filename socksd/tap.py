@@ -466,15 +466,19 @@ def makeService(options: Options) -> service.IService:
 
         factory.metrics = Metrics()
         metricsService(options["metrics"], factory.metrics, reactor).setServiceParent(top)
+    listening = None
     if options["workers"] > 1 or options["inherit-fds"]:
         from socksd.server import workers
 
-        workers.serviceFor(options, factory, reactor).setServiceParent(top)
+        listening = workers.serviceFor(options, factory, reactor)
+        listening.setServiceParent(top)
     else:
         for description in options["listen"]:
             strports.service(description, factory).setServiceParent(top)
     if options["rules"] and policy is not None:
-        _ReloadOnHangup(policy, reactor).setServiceParent(top)
+        # With --workers, the parent passes SIGHUP on to its workers.
+        forward = getattr(listening, "signalWorkers", None)
+        _ReloadOnHangup(policy, reactor, forward).setServiceParent(top)
     return top
 
 
@@ -484,9 +488,14 @@ class _ReloadOnHangup(service.Service):
     connections; a bad file keeps the old rules and logs an error.
     """
 
-    def __init__(self, policy, reactor) -> None:
+    def __init__(self, policy, reactor, forward=None) -> None:
+        """
+        @param forward: called with C{"HUP"} on each SIGHUP (the workers'
+            parent passes the signal on), or L{None}.
+        """
         self._policy = policy
         self._reactor = reactor
+        self._forward = forward
         self._previous = None
 
     def startService(self) -> None:
@@ -500,6 +509,8 @@ class _ReloadOnHangup(service.Service):
         self._previous = signal.signal(signal.SIGHUP, hangup)
 
     def _reload(self) -> None:
+        if self._forward is not None:
+            self._forward("HUP")
         if self._policy.reload():
             log.info("reloaded the rules on SIGHUP")
 

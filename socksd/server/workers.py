@@ -171,6 +171,20 @@ class WorkersService(service.Service):
         self._stopping = False
         self._respawns: dict[int, Any] = {}
 
+    def signalWorkers(self, signal: str) -> None:
+        """
+        Send C{signal} (C{"HUP"}, ...) to every running worker: the parent
+        passes SIGHUP on, so every worker reloads its rules.
+        """
+        for worker in list(self.workers.values()):
+            transport = getattr(worker, "transport", None)
+            if transport is None:
+                continue
+            try:
+                transport.signalProcess(signal)
+            except Exception:
+                log.failure("passing SIG{signal} to a worker failed", signal=signal)
+
     def startService(self) -> None:
         super().startService()
         for description in self._descriptions:

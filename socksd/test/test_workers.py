@@ -198,3 +198,57 @@ class WorkersProcessTests(SynchronousTestCase):
             time.sleep(0.05)
         self.assertEqual([pid for pid in workerPids if alive(pid)], [], log())
         self.assertIn("stopped", log())
+
+
+class HangupTests(SynchronousTestCase):
+    """
+    SIGHUP reaches every worker, so each reloads its rules.
+    """
+
+    def test_signalWorkers(self) -> None:
+        """
+        L{WorkersService.signalWorkers} signals every running worker and
+        survives a worker that has already exited.
+        """
+        from twisted.internet.error import ProcessExitedAlready
+        from twisted.internet.testing import MemoryReactor
+
+        from socksd.server.workers import WorkersService
+
+        class Transport:
+            def __init__(self, gone: bool = False) -> None:
+                self.signals: list[str] = []
+                self.gone = gone
+
+            def signalProcess(self, name: str) -> None:
+                if self.gone:
+                    raise ProcessExitedAlready()
+                self.signals.append(name)
+
+        class Worker:
+            def __init__(self, transport: Transport) -> None:
+                self.transport = transport
+
+        service = WorkersService(MemoryReactor(), [], 2, [])
+        running, gone = Transport(), Transport(gone=True)
+        service.workers = {0: Worker(running), 1: Worker(gone)}
+        service.signalWorkers("HUP")
+        self.assertEqual(running.signals, ["HUP"])
+        self.assertEqual(len(self.flushLoggedErrors(ProcessExitedAlready)), 1)
+
+    def test_reloadForwards(self) -> None:
+        """
+        The SIGHUP handler of C{twistd socksd} passes the signal on before
+        reloading its own rules.
+        """
+        from socksd.tap import _ReloadOnHangup
+
+        calls: list[str] = []
+
+        class Policy:
+            def reload(self) -> bool:
+                calls.append("reload")
+                return True
+
+        _ReloadOnHangup(Policy(), None, calls.append)._reload()
+        self.assertEqual(calls, ["HUP", "reload"])
