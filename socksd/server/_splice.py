@@ -52,7 +52,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from socksd.server.relay import _Holding, setNoDelay
+from socksd.server.relay import IdleWatch, _Holding, setNoDelay
 
 __all__ = ["SpliceRelay", "spliceSupported", "trySplice", "PIPE_SIZE", "POOL_SIZE"]
 
@@ -380,7 +380,7 @@ class _Watch:
         self.relay._lost(self.side, reason)
 
 
-class SpliceRelay:
+class SpliceRelay(IdleWatch):
     """
     Two plain TCP transports joined with C{os.splice}: see the module
     docstring.  Build it only when L{spliceSupported} says so.
@@ -590,31 +590,12 @@ class SpliceRelay:
         direction.pending += data
         direction._drain()
 
-    # The idle timeout, as in the ordinary relay.
+    # The idle timeout: see IdleWatch.
 
-    def _startIdleTimer(self) -> None:
-        if self._idleTimeout is not None and not self.closed:
-            self._lastCount = self.up.count + self.down.count
-            self._idleCall = self._reactor.callLater(self._idleTimeout, self._idleCheck)
-
-    def _idleCheck(self) -> None:
-        self._idleCall = None
-        if self.closed:
-            return
-        if self.up.count + self.down.count != self._lastCount:
-            self._startIdleTimer()
-            return
-        if self._record is not None:
-            self._record.setReason("idle timeout")
-        self.closed = True
+    def _idle(self) -> None:
         self._release()
         for side in (self._client, self._upstream):
             side.transport.abortConnection()
-
-    def _stopIdleTimer(self) -> None:
-        call, self._idleCall = self._idleCall, None
-        if call is not None and call.active():
-            call.cancel()
 
 
 def trySplice(

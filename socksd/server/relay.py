@@ -260,7 +260,47 @@ class RelayDirection:
         self.relay._lost(self, reason)
 
 
-class Relay:
+class IdleWatch:
+    """
+    The idle timeout both relays share: every C{_idleTimeout} seconds,
+    compare the byte counts of C{up} and C{down}; when nothing moved, mark
+    the relay C{closed}, record the reason and call C{_idle()}, the
+    subclass's way of closing both sides.  A tunnel is so closed after
+    between one and two periods of silence, with no work per chunk.
+    """
+
+    __slots__ = ()
+
+    def _idle(self) -> None:
+        raise NotImplementedError()
+
+    def _startIdleTimer(self) -> None:
+        if self._idleTimeout is not None and not self.closed:
+            self._lastCount = self.up.count + self.down.count
+            self._idleCall = self._reactor.callLater(self._idleTimeout, self._idleCheck)
+
+    def _idleCheck(self) -> None:
+        self._idleCall = None
+        try:
+            if self.closed:
+                return
+            if self.up.count + self.down.count != self._lastCount:
+                self._startIdleTimer()
+                return
+            if self._record is not None:
+                self._record.setReason("idle timeout")
+            self.closed = True
+            self._idle()
+        except Exception:
+            log.failure("the relay's idle check failed")
+
+    def _stopIdleTimer(self) -> None:
+        call, self._idleCall = self._idleCall, None
+        if call is not None and call.active():
+            call.cancel()
+
+
+class Relay(IdleWatch):
     """
     Two transports joined: see the module docstring.
 
@@ -314,32 +354,10 @@ class Relay:
         """The bytes relayed so far: (client to destination, destination to client)."""
         return self.up.count, self.down.count
 
-    def _startIdleTimer(self) -> None:
-        if self._idleTimeout is not None and not self.closed:
-            self._lastCount = self.up.count + self.down.count
-            self._idleCall = self._reactor.callLater(self._idleTimeout, self._idleCheck)
-
-    def _idleCheck(self) -> None:
-        self._idleCall = None
-        try:
-            if self.closed:
-                return
-            if self.up.count + self.down.count != self._lastCount:
-                self._startIdleTimer()
-                return
-            if self._record is not None:
-                self._record.setReason("idle timeout")
-            self.closed = True
-            for transport in (self.up.source, self.down.source):
-                _unregister(transport)
-                abortTransport(transport)
-        except Exception:
-            log.failure("the relay's idle check failed")
-
-    def _stopIdleTimer(self) -> None:
-        call, self._idleCall = self._idleCall, None
-        if call is not None and call.active():
-            call.cancel()
+    def _idle(self) -> None:
+        for transport in (self.up.source, self.down.source):
+            _unregister(transport)
+            abortTransport(transport)
 
     def _readEnded(self, direction: RelayDirection) -> None:
         """C{direction}'s source sent EOF."""
