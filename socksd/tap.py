@@ -7,13 +7,17 @@ their names and defaults.
 
 from __future__ import annotations
 
+import socket
 from ipaddress import ip_address
+from typing import Any
 
 from twisted.application import service, strports
 from twisted.cred import credentials, strcred
 from twisted.internet import endpoints
 from twisted.logger import Logger
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
+from zope.interface import implementer
 
 log = Logger()
 
@@ -133,6 +137,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     optParameters = [
         ["workers", None, 1, "Worker processes accepting on the same "
          "listeners (tcp, tcp6, unix), for all cores.", int],
+        ["tcp-fastopen", None, 0, "Set TCP_FASTOPEN with this queue length on "
+         "the listening sockets, so clients may send their first bytes in "
+         "the SYN (the kernel must allow it: net.ipv4.tcp_fastopen bit 2); "
+         "0: off.", int],
         ["inherit-fds", None, None, "(internal, set by --workers) listening "
          "sockets a worker inherits, as comma-separated fds."],
         ["resolver", None, "system", "How names are resolved: system, "
@@ -243,6 +251,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             self["listen"] = [DEFAULT_LISTEN]
         if self["workers"] < 1:
             raise usage.UsageError("--workers must be at least 1")
+        if self["tcp-fastopen"] < 0:
+            raise usage.UsageError("--tcp-fastopen takes a queue length (0: off)")
+        if self["tcp-fastopen"] and self["workers"] > 1:
+            raise usage.UsageError("--tcp-fastopen does not work with --workers yet")
         if self["workers"] > 1:
             from socksd.server.workers import checkListens
 
@@ -472,6 +484,16 @@ def makeService(options: Options) -> service.IService:
 
         listening = workers.serviceFor(options, factory, reactor)
         listening.setServiceParent(top)
+    elif options["tcp-fastopen"]:
+        from twisted.application.internet import StreamServerEndpointService
+
+        for description in options["listen"]:
+            endpoint = FastOpenEndpoint(
+                endpoints.serverFromString(reactor, description), options["tcp-fastopen"]
+            )
+            listener = StreamServerEndpointService(endpoint, factory)
+            listener._raiseSynchronously = True  # as strports.service does
+            listener.setServiceParent(top)
     else:
         for description in options["listen"]:
             strports.service(description, factory).setServiceParent(top)
@@ -480,6 +502,38 @@ def makeService(options: Options) -> service.IService:
         forward = getattr(listening, "signalWorkers", None)
         _ReloadOnHangup(policy, reactor, forward).setServiceParent(top)
     return top
+
+
+@implementer(IStreamServerEndpoint)
+class FastOpenEndpoint:
+    """
+    A server endpoint whose listening socket gets C{TCP_FASTOPEN} with a
+    queue length, so clients may carry data in their SYN (a SOCKS6 client's
+    request, say).  A socket that cannot take the option (a UNIX socket, a
+    kernel without it) listens on without it, and that is logged.
+    """
+
+    def __init__(self, endpoint: Any, queue: int) -> None:
+        self._endpoint = endpoint
+        self._queue = queue
+
+    def listen(self, factory: Any) -> Any:
+        def setOption(port: Any) -> Any:
+            sock = getattr(port, "socket", None)
+            option = getattr(socket, "TCP_FASTOPEN", None)
+            try:
+                if sock is None or option is None:
+                    raise OSError("no TCP socket to set TCP_FASTOPEN on")
+                sock.setsockopt(socket.IPPROTO_TCP, option, self._queue)
+            except OSError as error:
+                log.warn(
+                    "listening without TCP_FASTOPEN on {port}: {error}",
+                    port=port.getHost(),
+                    error=error,
+                )
+            return port
+
+        return self._endpoint.listen(factory).addCallback(setOption)
 
 
 class _ReloadOnHangup(service.Service):
