@@ -519,6 +519,11 @@ class SpliceRelay(IdleWatch):
     def _closeBoth(self) -> None:
         """Both directions ended: close both connections through Twisted."""
         self.closed = True
+        if self._record is not None:
+            # Both sockets are shut down both ways now, so the reactor sees
+            # a hang-up on them and reports a "non-clean" loss: the tunnel
+            # itself ended cleanly, and that is what the log says.
+            self._record.setReason("closed")
         self._stopIdleTimer()
         self._release()
         for side in (self._client, self._upstream):

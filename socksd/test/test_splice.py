@@ -180,6 +180,9 @@ class _RelayTestsMixin:
             hashlib.sha256(payload).digest() + len(payload).to_bytes(8, "big"),
         )
         await self.wait(client.closed)
+        await self.wait(self.eventSeen)
+        # Both directions ended with EOF: a clean end, whichever relay.
+        self.assertEqual(self.events[0]["reason"], "closed")
         self.assertRelayKind()
 
     async def test_halfCloseDestinationFirst(self) -> None:
@@ -201,6 +204,8 @@ class _RelayTestsMixin:
         self.assertEqual(
             factory.results, [(hashlib.sha256(payload).digest(), len(payload))]
         )
+        await self.wait(self.eventSeen)
+        self.assertEqual(self.events[0]["reason"], "closed")
         self.assertRelayKind()
 
     async def test_optimisticData(self) -> None:
