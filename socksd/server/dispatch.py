@@ -28,7 +28,7 @@ from dataclasses import replace
 from html import escape
 from typing import Any, ClassVar
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.error import ConnectionDone, NotConnectingError
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
 from twisted.internet.protocol import ClientFactory
@@ -727,6 +727,21 @@ class RequestHandler(Handler):
         if bindAddress is not None:
             context = replace(context, bindAddress=bindAddress)
         return context
+
+    def checkLogin(self, username: bytes, password: bytes) -> Deferred:
+        """
+        Check a username and password with the factory's authenticator.
+
+        @return: a L{Deferred} firing with the avatar, or failing (after the
+            authenticator's delay) with L{socksd.errors.AuthenticationFailed}.
+        """
+        connection = self.connection
+        return maybeDeferred(
+            connection.factory.authenticator.authenticate,
+            username,
+            password,
+            connection.record.client,
+        )
 
     def allowedBy(
         self, destination: Destination, context: ConnectContext, what: str

@@ -22,7 +22,7 @@ import binascii
 from base64 import b64decode
 from typing import Any, ClassVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -193,9 +193,7 @@ class HttpConnectHandler(RequestHandler):
             )
             return
         username, password = credentials
-        checking = maybeDeferred(
-            authenticator.authenticate, username, password, connection.record.client
-        )
+        checking = self.checkLogin(username, password)
         self._checking = checking
         checking.addCallbacks(
             self._authenticated,

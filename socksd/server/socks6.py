@@ -47,7 +47,7 @@ from enum import Enum
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, ClassVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -270,13 +270,7 @@ class Socks6Handler(RequestHandler):
         self, credentials: tuple[bytes, bytes], slowPath: bool
     ) -> None:
         self._stage = _Stage.CHECKING
-        connection = self.connection
-        checking = maybeDeferred(
-            connection.factory.authenticator.authenticate,
-            credentials[0],
-            credentials[1],
-            connection.record.client,
-        )
+        checking = self.checkLogin(credentials[0], credentials[1])
         self._checking = checking
         checking.addCallbacks(
             self._authenticated,
