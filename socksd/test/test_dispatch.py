@@ -29,6 +29,7 @@ from socksd.server.dispatch import Handler
 from socksd.server.factory import defaultHandlers
 from socksd.server.socks4 import Socks4Handler
 from socksd.server.socks5 import Socks5Handler
+from socksd.test._vectors import splits
 from socksd.testing import FakeResolver, MemoryUpstream, RecordingTransport
 from socksd.upstream import DirectUpstream
 
@@ -37,13 +38,6 @@ SERVER = IPv4Address("TCP", "198.51.100.9", 1080)
 
 #: Names the harness's resolver knows.
 NAMES = {"example.com": ["192.0.2.1"]}
-
-
-def splits(data: bytes) -> list[list[bytes]]:
-    """C{data} whole, byte by byte, and cut in two at every point."""
-    cuts = [[data], [data[i : i + 1] for i in range(len(data))]]
-    cuts += [[data[:i], data[i:]] for i in range(1, len(data))]
-    return cuts
 
 
 @implementer(IPolicy)

@@ -5,7 +5,7 @@ malformed input, optimistic data, and property tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
 
 from hypothesis import given, settings, strategies as st
@@ -25,36 +25,7 @@ from socksd.wire.socks4 import (
     Socks4ServerCodec,
 )
 
-
-def h(*fields: str) -> bytes:
-    """Bytes from hex fields, e.g. C{h("04", "01", "0050")}."""
-    return bytes.fromhex("".join(fields))
-
-
-def asciiHex(text: str) -> str:
-    """The hex of an ASCII string, for vectors."""
-    return text.encode("ascii").hex()
-
-
-def splits(data: bytes) -> Iterator[list[bytes]]:
-    """
-    C{data} whole, byte by byte, and cut in two at every split point.
-    """
-    yield [data]
-    yield [data[i : i + 1] for i in range(len(data))]
-    for i in range(1, len(data)):
-        yield [data[:i], data[i:]]
-
-
-def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
-    """Cut C{data} at the (sorted, clamped) offsets C{cuts}."""
-    points = sorted({min(cut, len(data)) for cut in cuts})
-    pieces, start = [], 0
-    for point in points:
-        pieces.append(data[start:point])
-        start = point
-    pieces.append(data[start:])
-    return pieces
+from socksd.test._vectors import asciiHex, chunked, h, splits
 
 
 IPV4 = Destination(IPv4Address("192.0.2.1"), 80)
