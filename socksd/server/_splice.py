@@ -21,8 +21,14 @@ behaviour:
     C{connectionLost} runs and the connection's log event is emitted.
   - Idle timeout: the same periodic check of the byte counters.
 
-Each socket gets one L{_SpliceSocket}, registered with the reactor's
-C{addReader}/C{addWriter} in place of its transport.  A direction takes a
+Each socket gets one L{_SpliceSocket}.  The transports stay registered with
+the reactor as they were (so the takeover costs no registration change);
+their C{doRead} and C{doWrite} are pointed at the relay's directions, and
+the reactor's C{addReader}/C{addWriter} on the transports say which events
+the relay wants.  When both directions have ended, both transports are
+closed at once (C{connectionLost}, as the reactor would after
+C{loseConnection}, but without waiting a turn of the reactor for nothing to
+write).  A direction takes a
 pipe when it first has bytes to move and gives it back when it ends with
 the pipe drained: pipes come from a small per-process pool of empty pipes
 (L{POOL_SIZE} at most), and a new one is created, and sized with
@@ -72,6 +78,10 @@ _F_GETPIPE_SZ = 1032
 _SPLICE = getattr(os, "splice", None)
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
+
+#: How a relay that ended closes its transports (one instance, as the
+#: reactor shares its own).
+_CLOSED = Failure(ConnectionDone("Connection done"))
 
 #: Which relays this process announced already (C{True}: splice).
 _announced: set[bool] = set()
@@ -165,9 +175,14 @@ def _takeBuffered(transport: Any) -> bytes:
 
 class _SpliceSocket:
     """
-    One socket of a L{SpliceRelay}, as the reactor sees it: readable means
-    the direction it feeds may read; writable means the direction it drains
-    into may write.
+    One socket of a L{SpliceRelay}.  While the relay owns it, its
+    transport stays registered with the reactor, but the transport's
+    C{doRead} and C{doWrite} are the relay's: readable means the direction
+    this socket feeds may read; writable means the direction that drains
+    into it may write.
+
+    @ivar reading: the transport is registered for reading.
+    @ivar writing: the transport is registered for writing.
     """
 
     __slots__ = ("transport", "fd", "sock", "feeds", "drains", "reading", "writing")
@@ -181,22 +196,36 @@ class _SpliceSocket:
         self.reading = False
         self.writing = False
 
-    def fileno(self) -> int:
-        return self.fd
+    def takeOver(self, reactor: Any, read: bool) -> None:
+        """
+        Send the transport's reactor events to the relay: its C{doRead}
+        and C{doWrite} become the relay's (as Twisted's own
+        C{abortConnection} replaces them), so the registration it already
+        has serves the relay with no change.
+        """
+        transport = self.transport
+        transport.doRead = self.feeds.readable
+        transport.doWrite = self.drains.writable
+        reactor.removeWriter(transport)
+        if read:
+            reactor.addReader(transport)
+        else:
+            reactor.removeReader(transport)
+        self.reading = read
+        self.writing = False
 
-    def logPrefix(self) -> str:
-        return "SpliceRelay"
-
-    def doRead(self) -> None:
-        self.feeds.readable()
-
-    def doWrite(self) -> None:
-        self.drains.writable()
-
-    def connectionLost(self, reason: Failure) -> None:
-        """The reactor gave up on this fd (an exception in C{doRead} or
-        C{doWrite}, or the reactor stopping): tear the relay down."""
-        self.feeds.relay._failed(self, reason)
+    def giveBack(self, reactor: Any) -> None:
+        """Unregister the transport, and give it back its own C{doRead}
+        and C{doWrite}."""
+        transport = self.transport
+        if self.reading:
+            self.reading = False
+            reactor.removeReader(transport)
+        if self.writing:
+            self.writing = False
+            reactor.removeWriter(transport)
+        vars(transport).pop("doRead", None)
+        vars(transport).pop("doWrite", None)
 
 
 class _SpliceDirection:
@@ -370,7 +399,9 @@ class _Watch:
         self.relay._early(self.side, data)
 
     def readConnectionLost(self) -> None:
-        """Not expected: the transport does not read while spliced."""
+        """The reactor saw the socket hang up while it was registered for
+        reading (and unregistered it): the source ended."""
+        self.relay._hungUp(self.side)
 
     def writeConnectionLost(self) -> None:
         """Not expected."""
@@ -449,9 +480,6 @@ class SpliceRelay(IdleWatch):
         @param initialData: the client's optimistic data.
         @param early: what the destination sent before the relay started.
         """
-        for side in (self._client, self._upstream):
-            side.transport.stopReading()
-            side.transport.stopWriting()
         self.down.pending = _takeBuffered(self._client.transport) + b"".join(early)
         self.down.count = sum(map(len, early))
         self.up.pending = _takeBuffered(self._upstream.transport) + initialData
@@ -460,6 +488,9 @@ class SpliceRelay(IdleWatch):
         self.down.ended = upstreamEnded
         client.handler = _Watch(self, self._client)
         upstream.handler = _Watch(self, self._upstream)
+        reactor = self._reactor
+        self._client.takeOver(reactor, not clientEnded)
+        self._upstream.takeOver(reactor, not upstreamEnded)
         self.up.start()
         if not self.closed:
             self.down.start()
@@ -474,9 +505,9 @@ class SpliceRelay(IdleWatch):
             side.reading = want
             try:
                 if want:
-                    self._reactor.addReader(side)
+                    self._reactor.addReader(side.transport)
                 else:
-                    self._reactor.removeReader(side)
+                    self._reactor.removeReader(side.transport)
             except OSError:
                 pass
 
@@ -487,17 +518,20 @@ class SpliceRelay(IdleWatch):
             side.writing = want
             try:
                 if want:
-                    self._reactor.addWriter(side)
+                    self._reactor.addWriter(side.transport)
                 else:
-                    self._reactor.removeWriter(side)
+                    self._reactor.removeWriter(side.transport)
             except OSError:
                 pass
 
     def _release(self) -> None:
-        """Give both fds back: unregister them and close the pipes."""
+        """Give both transports back (unregistered) and close the pipes."""
+        reactor = self._reactor
         for side in (self._client, self._upstream):
-            self._wantRead(side, False)
-            self._wantWrite(side, False)
+            try:
+                side.giveBack(reactor)
+            except OSError:
+                pass
         self.up.closePipe()
         self.down.closePipe()
 
@@ -526,8 +560,13 @@ class SpliceRelay(IdleWatch):
             self._record.setReason("closed")
         self._stopIdleTimer()
         self._release()
+        # Nothing is left to write to either socket, so there is no need to
+        # wait a turn of the reactor for it, as loseConnection does: close
+        # both now, as the reactor would.
         for side in (self._client, self._upstream):
-            side.transport.loseConnection()
+            transport = side.transport
+            if transport.connected and not transport.disconnected:
+                transport.connectionLost(_CLOSED)
 
     def _socketError(self, side: _SpliceSocket, error: OSError) -> None:
         """Reading or writing C{side}'s socket failed: the connection is
@@ -568,8 +607,18 @@ class SpliceRelay(IdleWatch):
         broken.transport.abortConnection()
         other.transport.loseConnection()
 
+    def _hungUp(self, side: _SpliceSocket) -> None:
+        """The reactor unregistered C{side}'s reading at a hang-up."""
+        side.reading = False
+        direction = side.feeds
+        if not self.closed and not direction.ended:
+            direction.ended = True
+            direction._drain()
+
     def _lost(self, side: _SpliceSocket, reason: Failure) -> None:
         """A transport's C{connectionLost} ran."""
+        # The transport unregistered itself.
+        side.reading = side.writing = False
         if self.closed:
             self._stopIdleTimer()
             return

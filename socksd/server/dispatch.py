@@ -54,6 +54,7 @@ from socksd.server.relay import (
     boundDestination,
     setNoDelay,
     startRelay,
+    writeNow,
 )
 
 __all__ = [
@@ -289,7 +290,7 @@ class Dispatcher:
         self.handler = _Closing(self.handler)
         transport = self.transport
         if data:
-            transport.write(data)
+            writeNow(transport, data)
         self._paused = False
         transport.loseConnection()
 
@@ -866,8 +867,9 @@ class RequestHandler(Handler):
         code = successFor(self.profile)
         record = connection.record
         record.reply = code
-        connection.transport.write(
-            self.buildReply(code, boundDestination(upstream.transport.getHost()))
+        writeNow(
+            connection.transport,
+            self.buildReply(code, boundDestination(upstream.transport.getHost())),
         )
         early = b"".join(self._early) if self._early else b""
         self._early = None

@@ -47,6 +47,7 @@ __all__ = [
     "boundDestination",
     "setNoDelay",
     "abortTransport",
+    "writeNow",
 ]
 
 log = Logger()
@@ -98,6 +99,52 @@ def abortTransport(transport: Any) -> None:
         abort()
     else:
         transport.loseConnection()
+
+
+#: Twisted's plain TCP transport classes, once L{tcpTransports} looked them
+#: up.
+_tcpKinds: tuple[type, ...] = ()
+
+
+def tcpTransports() -> tuple[type, ...]:
+    """Twisted's plain TCP transport classes: C{tcp.Server}, C{tcp.Client}."""
+    global _tcpKinds
+    if not _tcpKinds:
+        from twisted.internet import tcp
+
+        _tcpKinds = (tcp.Server, tcp.Client)
+    return _tcpKinds
+
+
+def writeNow(transport: Any, data: bytes) -> None:
+    """
+    Write C{data} to C{transport}; on a plain TCP transport that holds
+    nothing unwritten, send it at once.
+
+    C{transport.write} only buffers: the bytes go out when the reactor next
+    finds the socket writable, which costs two registration changes and a
+    turn of the reactor.  A handshake reply is small and the socket is
+    almost always writable, so it is sent here instead; what the socket
+    does not take (or everything, on an error, which the transport then
+    meets and handles as usual) goes through C{transport.write}.
+    """
+    if (
+        type(transport) in (_tcpKinds or tcpTransports())
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnecting
+        and not transport._writeDisconnected
+        and not transport._tempDataBuffer
+        and len(transport.dataBuffer) <= transport.offset
+    ):
+        try:
+            sent = transport.socket.send(data)
+        except OSError:
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
 
 
 def _unregister(transport: Any) -> None:
@@ -453,8 +500,14 @@ def startRelay(
         if splicing is None:
             splicing = _loadSplice()
         spliced = splicing.trySplice(
-            client, upstream, reactor, initialData, clientEnded, idleTimeout,
-            noDelay, record,
+            client,
+            upstream,
+            reactor,
+            initialData,
+            clientEnded,
+            idleTimeout,
+            noDelay,
+            record,
         )
         if spliced is not None:
             return spliced

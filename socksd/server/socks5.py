@@ -39,6 +39,7 @@ from socksd.replies import ReplyProfile
 from socksd.server.dispatch import Dispatcher
 from socksd.server.tor import TorRequestHandler, extendedCredentials, socks5Methods
 from socksd.server.bind import serveBind
+from socksd.server.relay import writeNow
 from socksd.server.udp import serveUdpAssociate
 from socksd.wire import socks5
 
@@ -196,7 +197,7 @@ class Socks5Handler(TorRequestHandler):
                 selection,
             )
             return
-        self.connection.transport.write(selection)
+        writeNow(self.connection.transport, selection)
         if method in (socks5.METHOD_USERNAME_PASSWORD, socks5.METHOD_TOR_EXTENDED):
             self._stage = _Stage.AUTHENTICATION
         else:
@@ -220,8 +221,9 @@ class Socks5Handler(TorRequestHandler):
             # 00), credentials are not checked; they only isolate.
             self._credentials = extended
             self._stage = _Stage.REQUEST
-            self.connection.transport.write(
-                self.codec.send(self._authReply(socks5.AUTH_SUCCESS))
+            writeNow(
+                self.connection.transport,
+                self.codec.send(self._authReply(socks5.AUTH_SUCCESS)),
             )
             return
         self._stage = _Stage.CHECKING
@@ -243,8 +245,8 @@ class Socks5Handler(TorRequestHandler):
         connection.record.user = avatar
         self._credentials = credentials
         self._stage = _Stage.REQUEST
-        connection.transport.write(
-            self.codec.send(self._authReply(socks5.AUTH_SUCCESS))
+        writeNow(
+            connection.transport, self.codec.send(self._authReply(socks5.AUTH_SUCCESS))
         )
         if not self._clientEnded:
             connection.resumeReading()

@@ -75,7 +75,7 @@ from socksd.server._socks6stack import (
 from socksd.server._socks6udp import serveUdpAssociate6
 from socksd.server.bind import serveBind
 from socksd.server.dispatch import Dispatcher, RequestHandler, _UpstreamAttempt
-from socksd.server.relay import UpstreamProtocol
+from socksd.server.relay import UpstreamProtocol, writeNow
 from socksd.wire import socks6
 from socksd.wire.socks6 import (
     AuthenticationReply,
@@ -245,13 +245,14 @@ class Socks6Handler(RequestHandler):
             self._checkCredentials(credentials, slowPath=False)
         elif AuthMethod.USERNAME_PASSWORD in request.authMethods:
             self._stage = _Stage.CREDENTIALS
-            self.connection.transport.write(
+            writeNow(
+                self.connection.transport,
                 self.codec.send(
                     AuthenticationReply(
                         False,
                         (AuthMethodSelectionOption(AuthMethod.USERNAME_PASSWORD),),
                     )
-                )
+                ),
             )
             self._parse(b"")
         else:
@@ -289,8 +290,9 @@ class Socks6Handler(RequestHandler):
             return
         connection.record.user = avatar
         if slowPath:
-            connection.transport.write(
-                self.codec.send(UsernamePasswordReply(_AUTH_SUCCESS))
+            writeNow(
+                connection.transport,
+                self.codec.send(UsernamePasswordReply(_AUTH_SUCCESS)),
             )
             replies: tuple[Option, ...] = ()
         else:
@@ -368,8 +370,9 @@ class Socks6Handler(RequestHandler):
                 )
         self._credentials = credentials
         self._stage = _Stage.SERVING
-        connection.transport.write(
-            self.codec.send(AuthenticationReply(True, tuple(options)))
+        writeNow(
+            connection.transport,
+            self.codec.send(AuthenticationReply(True, tuple(options))),
         )
         self.keepEarly(self.codec.unconsumed())
         if not self._clientEnded:
@@ -469,7 +472,7 @@ class Socks6Handler(RequestHandler):
             return
         code = successFor(self.profile)
         connection.record.reply = code
-        connection.transport.write(self.buildReply(code, _UNSPECIFIED))
+        writeNow(connection.transport, self.buildReply(code, _UNSPECIFIED))
         early = b"".join(self._early) if self._early else b""
         self._early = None
         service = DnsService(connection)
