@@ -10,11 +10,14 @@ own resolver, never the reactor's.  L{upstreamFromSpec} builds a factory
 from the C{--upstream} option's text.
 
 The endpoints for address literals offer a fast path next to C{connect}:
-C{connectFactory(factory)} is C{reactor.connectTCP} with a
-C{ClientFactory}, with no Deferred and no wrapping factory or protocol, so
-a server can connect many short tunnels cheaply (the server's CONNECT uses
-it when an endpoint has it, and C{connect} otherwise).  Other upstreams
-need not offer it.
+C{connectFactory(factory)} connects a C{ClientFactory}'s protocol with no
+Deferred and no wrapping factory or protocol, so a server can connect many
+short tunnels cheaply (the server's CONNECT uses it when an endpoint has
+it, and C{connect} otherwise).  On a reactor that can adopt connected
+sockets (C{IReactorSocket} and C{IReactorFDSet}: epoll, poll, select) it is
+a L{PlainConnector}: a non-blocking socket whose C{connect()} the reactor
+watches, handed to C{reactor.adoptStreamConnection} once connected; on
+others, C{reactor.connectTCP}.  Other upstreams need not offer it.
 
 Connect failures are Twisted's own (C{ConnectionRefusedError},
 C{TimeoutError}, C{NoRouteError} ...) or socksd's typed errors
@@ -24,20 +27,32 @@ maps both.
 
 from __future__ import annotations
 
+import socket
+from errno import EINPROGRESS, EWOULDBLOCK
 from ipaddress import IPv4Address, IPv6Address
+from os import strerror
 from typing import Any, Callable
 
 from twisted.internet._resolver import ComplexResolverSimplifier
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.error import DNSLookupError
+from twisted.internet import address
+from twisted.internet.error import (
+    ConnectBindError,
+    DNSLookupError,
+    NotConnectingError,
+    TimeoutError as ConnectingTimeoutError,
+    UserError,
+    getConnectError,
+)
 from twisted.internet.interfaces import (
     IConnector,
     IHostnameResolver,
     IProtocolFactory,
     IReactorPluggableNameResolver,
     IStreamClientEndpoint,
+    IWriteDescriptor,
 )
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
@@ -54,6 +69,8 @@ __all__ = [
     "DirectTCP4Endpoint",
     "DirectTCP6Endpoint",
     "FailingEndpoint",
+    "PlainConnector",
+    "readinessReactors",
     "ResolvingHostnameEndpoint",
     "upstreamFromSpec",
     "UPSTREAM_KINDS",
@@ -80,6 +97,210 @@ class FailingEndpoint:
         return fail(self.error)
 
 
+_reactorKinds: tuple[type, ...] | None = None
+
+
+def readinessReactors() -> tuple[type, ...]:
+    """
+    Twisted's reactor classes that take any file descriptor in
+    C{addReader}/C{addWriter} and adopt connected sockets (epoll, poll and
+    select; looked up once).
+    """
+    global _reactorKinds
+    if _reactorKinds is None:
+        kinds: list[type] = []
+        for module, name in (
+            ("twisted.internet.epollreactor", "EPollReactor"),
+            ("twisted.internet.pollreactor", "PollReactor"),
+            ("twisted.internet.selectreactor", "SelectReactor"),
+        ):
+            try:
+                kinds.append(getattr(__import__(module, fromlist=[name]), name))
+            except (ImportError, AttributeError):
+                pass
+        _reactorKinds = tuple(kinds)
+    return _reactorKinds
+
+
+@implementer(IConnector, IWriteDescriptor)
+class PlainConnector:
+    """
+    One TCP connection attempt to an address literal, made with a plain
+    non-blocking socket: the reactor watches it for writability (which is
+    how a C{connect()} in progress ends), and once it is connected,
+    C{reactor.adoptStreamConnection} makes the transport and the factory's
+    protocol.  Compared with C{reactor.connectTCP}, there is no C{Connector}
+    and C{Client} set-up, no Deferred, no turn of the reactor before the
+    C{connect()}, and fewer registration changes.
+
+    The factory (a C{ClientFactory}) is asked C{buildProtocol(address)}
+    once connected, or told C{clientConnectionFailed(self, reason)} (a turn
+    of the reactor later) with the errors C{connectTCP} gives:
+    C{ConnectionRefusedError}, C{TimeoutError}, C{ConnectBindError} ...
+    C{clientConnectionLost} is not called: the transport is the reactor's
+    adopted one, with no connector.
+    """
+
+    __slots__ = (
+        "_reactor",
+        "_factory",
+        "_family",
+        "_address",
+        "_socket",
+        "_timer",
+        "state",
+    )
+
+    def __init__(
+        self,
+        reactor: Any,
+        host: str,
+        port: int,
+        factory: Any,
+        timeout: float | None,
+        bindAddress: Any,
+    ) -> None:
+        """
+        Start connecting; see L{DirectTCP4Endpoint.connectFactory}.
+        """
+        self._reactor = reactor
+        self._factory = factory
+        self._timer: Any = None
+        self._socket: socket.socket | None = None
+        self.state = "connecting"
+        if ":" in host:
+            self._family = socket.AF_INET6
+            self._address = socket.getaddrinfo(
+                host,
+                port,
+                socket.AF_INET6,
+                socket.SOCK_STREAM,
+                0,
+                socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            )[0][4]
+        else:
+            self._family = socket.AF_INET
+            self._address = (host, port)
+        sock = socket.socket(self._family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        if bindAddress is not None:
+            try:
+                sock.bind(bindAddress)
+            except OSError as error:
+                sock.close()
+                self._failLater(ConnectBindError(error.errno, error.strerror))
+                return
+        code = sock.connect_ex(self._address)
+        if code and code not in (EINPROGRESS, EWOULDBLOCK):
+            sock.close()
+            self._failLater(getConnectError((code, strerror(code))))
+            return
+        self._socket = sock
+        reactor.addWriter(self)
+        if timeout is not None:
+            self._timer = reactor.callLater(timeout, self._timedOut)
+
+    # IConnector
+
+    def stopConnecting(self) -> None:
+        """Give up on the attempt; the factory hears nothing more."""
+        if self.state != "connecting":
+            raise NotConnectingError()
+        self._end("disconnected")
+
+    def disconnect(self) -> None:
+        """Give up on the attempt, if it is still going."""
+        if self.state == "connecting":
+            self.stopConnecting()
+
+    def connect(self) -> None:
+        """Not supported: an attempt is made once."""
+        raise UserError(None, "a PlainConnector connects once")
+
+    def getDestination(self) -> Any:
+        """The address being connected to."""
+        kind = address.IPv6Address if self._family == socket.AF_INET6 else address.IPv4Address
+        return kind("TCP", self._address[0], self._address[1])
+
+    # IWriteDescriptor
+
+    def fileno(self) -> int:
+        sock = self._socket
+        return -1 if sock is None else sock.fileno()
+
+    def logPrefix(self) -> str:
+        return "PlainConnector"
+
+    def doWrite(self) -> None:
+        """The socket is writable: the connection is made, or failed."""
+        sock = self._socket
+        if sock is None:
+            return
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        self._end("connected" if not code else "disconnected", close=False)
+        try:
+            if code:
+                self._factory.clientConnectionFailed(
+                    self, Failure(getConnectError((code, strerror(code))))
+                )
+            else:
+                self._reactor.adoptStreamConnection(
+                    sock.fileno(), self._family, self._factory
+                )
+        finally:
+            sock.close()
+
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        The reactor gave up on the socket: it saw a hang-up (a refused or
+        failed C{connect()}: the socket's error says which), or L{doWrite}
+        raised.
+        """
+        if self.state != "connecting":
+            return
+        sock = self._socket
+        if sock is not None:
+            try:
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            except OSError:
+                code = 0
+            if code:
+                reason = Failure(getConnectError((code, strerror(code))))
+        self._end("disconnected")
+        self._factory.clientConnectionFailed(self, reason)
+
+    # Internals
+
+    def _end(self, state: str, close: bool = True) -> None:
+        self.state = state
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        sock = self._socket
+        if sock is not None:
+            self._reactor.removeWriter(self)
+            self._socket = None
+            if close:
+                sock.close()
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        if self.state == "connecting":
+            self._end("disconnected")
+            self._factory.clientConnectionFailed(
+                self, Failure(ConnectingTimeoutError(string="connection timed out"))
+            )
+
+    def _failLater(self, error: Exception) -> None:
+        self.state = "failing"
+        self._reactor.callLater(0, self._fail, error)
+
+    def _fail(self, error: Exception) -> None:
+        if self.state == "failing":
+            self.state = "disconnected"
+            self._factory.clientConnectionFailed(self, Failure(error))
+
+
 class _ConnectFactoryMixin:
     """
     The fast path of the endpoints for address literals; see the module
@@ -92,23 +313,33 @@ class _ConnectFactoryMixin:
     _timeout: float
     _bindAddress: Any
 
-    def connectFactory(self, factory: Any) -> IConnector:
+    def connectFactory(self, factory: Any, timeout: Any = "endpoint") -> IConnector:
         """
-        Connect to this endpoint's address with C{reactor.connectTCP}: the
-        same connection C{connect} makes (same timeout and bind address),
-        without its Deferred.
+        Connect to this endpoint's address: the same connection C{connect}
+        makes (same timeout and bind address), without its Deferred; with
+        a L{PlainConnector} where the reactor allows it, else with
+        C{reactor.connectTCP}.
 
         @param factory: a C{twisted.internet.protocol.ClientFactory}: its
             C{buildProtocol} builds the protocol once connected, and its
-            C{clientConnectionFailed} hears of a failure (which may be
-            called before this method returns).
+            C{clientConnectionFailed} hears of a failure.
+        @param timeout: seconds the attempt may take; by default the
+            endpoint's.  L{None} sets no timer: for a caller that keeps one
+            of its own (and then cancels with C{stopConnecting}).
         @return: the connector (C{stopConnecting} gives up on the attempt).
         """
-        return self._reactor.connectTCP(
+        if timeout == "endpoint":
+            timeout = self._timeout
+        reactor = self._reactor
+        if isinstance(reactor, readinessReactors()):
+            return PlainConnector(
+                reactor, self._host, self._port, factory, timeout, self._bindAddress
+            )
+        return reactor.connectTCP(
             self._host,
             self._port,
             factory,
-            timeout=self._timeout,
+            timeout=self._timeout if timeout is None else timeout,
             bindAddress=self._bindAddress,
         )
 

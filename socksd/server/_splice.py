@@ -58,7 +58,8 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from socksd.server.relay import IdleWatch, _Holding, setNoDelay
+from socksd.server.relay import IdleWatch, _Holding, setNoDelay, tcpTransports
+from socksd.upstream import readinessReactors
 
 __all__ = ["SpliceRelay", "spliceSupported", "trySplice", "PIPE_SIZE", "POOL_SIZE"]
 
@@ -87,44 +88,10 @@ _CLOSED = Failure(ConnectionDone("Connection done"))
 _announced: set[bool] = set()
 
 
-_reactorKinds: tuple[type, ...] | None = None
-_transportKinds: tuple[type, ...] | None = None
-
-
-def _readinessReactors() -> tuple[type, ...]:
-    """The reactor classes whose C{addReader}/C{addWriter} take any fd
-    (looked up once)."""
-    global _reactorKinds
-    if _reactorKinds is not None:
-        return _reactorKinds
-    kinds: list[type] = []
-    for module, name in (
-        ("twisted.internet.epollreactor", "EPollReactor"),
-        ("twisted.internet.pollreactor", "PollReactor"),
-        ("twisted.internet.selectreactor", "SelectReactor"),
-    ):
-        try:
-            kinds.append(getattr(__import__(module, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    _reactorKinds = tuple(kinds)
-    return _reactorKinds
-
-
-def _tcpTransports() -> tuple[type, ...]:
-    """Twisted's plain TCP transport classes (looked up once)."""
-    global _transportKinds
-    if _transportKinds is None:
-        from twisted.internet import tcp
-
-        _transportKinds = (tcp.Server, tcp.Client)
-    return _transportKinds
-
-
 def _plainTcp(transport: Any, reactor: Any) -> bool:
     """C{transport} is an open, plain TCP transport of C{reactor}."""
     return (
-        type(transport) in _tcpTransports()
+        type(transport) in tcpTransports()
         and getattr(transport, "reactor", None) is reactor
         and bool(transport.connected)
         and not transport.disconnecting
@@ -145,7 +112,7 @@ def spliceSupported(clientTransport: Any, upstreamTransport: Any, reactor: Any) 
     """
     if _SPLICE is None:
         return False
-    if not isinstance(reactor, _readinessReactors()):
+    if not isinstance(reactor, readinessReactors()):
         return False
     return _plainTcp(clientTransport, reactor) and _plainTcp(upstreamTransport, reactor)
 

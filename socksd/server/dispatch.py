@@ -820,7 +820,12 @@ class RequestHandler(Handler):
                 # literals: reactor.connectTCP, no Deferred.
                 attempt: Any = _UpstreamAttempt(self)
                 self._connecting = attempt
-                attempt.connector = connectFactory(attempt)
+                if factory.config.connectTimeout is None:
+                    attempt.connector = connectFactory(attempt)
+                else:
+                    # The connect timer below serves: the connector needs
+                    # no timer of its own.
+                    attempt.connector = connectFactory(attempt, timeout=None)
             else:
                 attempt = endpoint.connect(UPSTREAM_FACTORY)
                 self._connecting = attempt

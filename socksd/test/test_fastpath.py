@@ -7,12 +7,19 @@ and the listen backlog C{makeService} asks for.
 
 from __future__ import annotations
 
+import socket
 from ipaddress import IPv4Address as IPv4, IPv6Address as IPv6
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import (
+    ConnectBindError,
+    ConnectionRefusedError,
+    NotConnectingError,
+    TimeoutError as ConnectingTimeoutError,
+)
+from twisted.internet.task import deferLater
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -26,7 +33,12 @@ from socksd.server._log import ConnectionRecord
 from socksd.tap import LISTEN_BACKLOG, withBacklog
 from socksd.test.test_dispatch import Harness
 from socksd.testing import FakeResolver
-from socksd.upstream import DirectTCP4Endpoint, DirectTCP6Endpoint, DirectUpstream
+from socksd.upstream import (
+    DirectTCP4Endpoint,
+    DirectTCP6Endpoint,
+    DirectUpstream,
+    PlainConnector,
+)
 
 GREETING = b"\x05\x01\x00"
 CONNECT = b"\x05\x01\x00\x01\xc0\x00\x02\x01\x00\x50"  # 192.0.2.1:80
@@ -35,7 +47,8 @@ CONNECT = b"\x05\x01\x00\x01\xc0\x00\x02\x01\x00\x50"  # 192.0.2.1:80
 class ConnectFactoryTests(SynchronousTestCase):
     """
     L{DirectUpstream}'s endpoints for address literals connect with
-    C{reactor.connectTCP} through C{connectFactory}.
+    C{reactor.connectTCP} through C{connectFactory} on a reactor that
+    cannot adopt sockets (here a memory reactor).
     """
 
     def test_ipv4(self) -> None:
@@ -177,6 +190,143 @@ class LoopbackFastPathTests(TestCase):
         if timer.active():
             timer.cancel()
         self.assertEqual(received[:4], b"\x05\x00\x05\x05")
+
+
+class _Attempt(ClientFactory):
+    """A C{ClientFactory} that fires C{outcome} with the protocol, or with
+    C{(failure,)}."""
+
+    def __init__(self) -> None:
+        self.outcome: Deferred[Any] = Deferred()
+        self.failures = 0
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        built = Protocol()
+        reactor.callLater(0, self.outcome.callback, built)
+        return built
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.failures += 1
+        self.outcome.callback((reason,))
+
+
+class PlainConnectorTests(TestCase):
+    """
+    L{PlainConnector} on the real reactor: what C{connectFactory} makes on
+    epoll, poll and select reactors.
+    """
+
+    def endpoint(self, port: int, **kwargs: Any) -> DirectTCP4Endpoint:
+        upstream = DirectUpstream(reactor, FakeResolver({}), **kwargs)
+        endpoint = upstream.endpointFor(Destination(IPv4("127.0.0.1"), port))
+        assert isinstance(endpoint, DirectTCP4Endpoint)
+        return endpoint
+
+    async def test_connected(self) -> None:
+        """
+        Once connected, the factory's protocol gets an adopted TCP
+        transport whose peer is the destination; bytes flow both ways.
+        """
+        received: Deferred[bytes] = Deferred()
+
+        class Echo(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                self.transport.write(data)
+
+        class Server(ClientFactory):
+            def buildProtocol(self, addr: Any) -> Protocol:
+                return Echo()
+
+        listening = reactor.listenTCP(0, Server(), interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        attempt = _Attempt()
+        connector = self.endpoint(listening.getHost().port).connectFactory(attempt)
+        self.assertIsInstance(connector, PlainConnector)
+        self.assertEqual(connector.getDestination().port, listening.getHost().port)
+        protocol = await attempt.outcome
+        self.assertEqual(connector.state, "connected")
+        self.assertEqual(protocol.transport.getPeer().port, listening.getHost().port)
+        protocol.dataReceived = received.callback
+        protocol.transport.write(b"ping")
+        self.assertEqual(await received, b"ping")
+        protocol.transport.loseConnection()
+
+    async def test_refused(self) -> None:
+        """A closed port fails the attempt with C{ConnectionRefusedError}."""
+        port = reactor.listenTCP(0, _NoProtocol(), interface="127.0.0.1")
+        closedPort = port.getHost().port
+        await port.stopListening()
+        attempt = _Attempt()
+        self.endpoint(closedPort).connectFactory(attempt)
+        (reason,) = await attempt.outcome
+        reason.trap(ConnectionRefusedError)
+        self.assertEqual(attempt.failures, 1)
+
+    async def test_bindError(self) -> None:
+        """
+        A bind address that cannot be bound fails the attempt with
+        C{ConnectBindError}, a turn of the reactor later.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        attempt = _Attempt()
+        self.endpoint(
+            taken.getsockname()[1], bindAddress=taken.getsockname()
+        ).connectFactory(attempt)
+        self.assertFalse(attempt.outcome.called)
+        (reason,) = await attempt.outcome
+        reason.trap(ConnectBindError)
+
+    def fullListener(self) -> int:
+        """
+        A listening socket whose accept queue is full, so that a new
+        connection's SYN goes unanswered: a connect that does not end.
+        """
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        for _ in range(3):
+            filler = socket.socket()
+            self.addCleanup(filler.close)
+            filler.setblocking(False)
+            filler.connect_ex(address)
+        return address[1]
+
+    async def test_timeout(self) -> None:
+        """
+        An attempt that takes longer than its timeout fails with
+        C{TimeoutError}, and its socket is closed.
+        """
+        attempt = _Attempt()
+        connector = self.endpoint(self.fullListener(), connectTimeout=0.3).connectFactory(
+            attempt
+        )
+        (reason,) = await attempt.outcome
+        reason.trap(ConnectingTimeoutError)
+        self.assertEqual(connector.state, "disconnected")
+        self.assertEqual(connector.fileno(), -1)
+
+    async def test_stopConnecting(self) -> None:
+        """
+        C{stopConnecting} gives up: the socket is closed and unregistered,
+        the factory hears nothing, and a second C{stopConnecting} raises
+        C{NotConnectingError}.
+        """
+        attempt = _Attempt()
+        connector = self.endpoint(self.fullListener()).connectFactory(
+            attempt, timeout=None
+        )
+        self.assertIn(connector, reactor.getWriters())
+        connector.stopConnecting()
+        self.assertNotIn(connector, reactor.getWriters())
+        self.assertEqual(connector.fileno(), -1)
+        self.assertRaises(NotConnectingError, connector.stopConnecting)
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertFalse(attempt.outcome.called)
 
 
 class _Collect(Protocol):
