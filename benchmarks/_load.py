@@ -513,7 +513,7 @@ def _tpsWorker(args: dict, connection) -> None:
     concurrency, maxErrors = int(args["concurrency"]), int(args["maxErrors"])
     measureFrom, measureUntil = float(args["measureFrom"]), float(args["measureUntil"])
     setups = array.array("d")
-    completed = errorCount = 0
+    completed = errorCount = everything = 0
     errorKinds: Counter[str] = Counter()
     while time.monotonic() < float(args["startAt"]):
         time.sleep(0.005)
@@ -531,6 +531,7 @@ def _tpsWorker(args: dict, connection) -> None:
                 continue
             now = time.monotonic()
             flow.sock.close()
+            everything += 1
             if measureFrom <= now < measureUntil:
                 completed += 1
                 setups.append(flow.setUp - flow.started)
@@ -538,6 +539,7 @@ def _tpsWorker(args: dict, connection) -> None:
     connection.send(
         {
             "completed": completed,
+            "everything": everything,
             "errors": errorCount,
             "errorKinds": dict(errorKinds.most_common(5)),
             "setups": setups.tobytes(),
@@ -605,6 +607,7 @@ def tps(args: dict) -> dict:
         "tunnels": completed,
         "seconds": seconds,
         "tunnelsPerSecond": completed / seconds,
+        "allTunnels": sum(r["everything"] for r in reports),
         "errors": sum(r["errors"] for r in reports),
         "errorKinds": dict(kinds.most_common(5)),
     }

@@ -119,6 +119,25 @@ def processTree(pid: int) -> list[int]:
     return tree
 
 
+def cpuSecondsOf(pid: int) -> float:
+    """
+    The CPU time (user and system) of C{pid} and its descendants so far,
+    with what their children that ended and were waited for used, in
+    seconds.
+    """
+    ticks = 0
+    for member in processTree(pid):
+        try:
+            with open(f"/proc/{member}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        # utime, stime, cutime, cstime: fields 14-17 of stat(5).
+        ticks += sum(int(value) for value in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _statusKilobytes(pid: int, field: str) -> int:
     try:
         with open(f"/proc/{pid}/status") as f:

@@ -204,6 +204,7 @@ def tunnelsPerSecond(context: Context, server: RunningServer | None) -> dict[str
     servers' authentication (or not) decides which handshake is spoken.
     """
     settings = context.settings
+    cpuBefore = None if server is None else _procs.cpuSecondsOf(server.pid)
     outcome = runLoad(
         "tps",
         {
@@ -220,6 +221,12 @@ def tunnelsPerSecond(context: Context, server: RunningServer | None) -> dict[str
     )
     if outcome["tunnels"] == 0:
         raise LoadFailed(f"no tunnel completed; errors: {outcome['errorKinds']}")
+    if cpuBefore is not None:
+        # The proxy's CPU time over the whole load (warm-up included),
+        # divided by every tunnel of the load: what a tunnel costs the
+        # proxy, whatever share of the cores it got.
+        used = _procs.cpuSecondsOf(server.pid) - cpuBefore
+        outcome["cpuUsPerTunnel"] = used * 1e6 / max(1, outcome["allTunnels"])
     return outcome
 
 
@@ -416,11 +423,13 @@ SCENARIOS: tuple[Scenario, ...] = (
             Metric("tunnelsPerSecond", "tunnels/s", "1/s", True),
             Metric("setupP50us", "setup p50", "us", False),
             Metric("setupP99us", "setup p99", "us", False),
+            Metric("cpuUsPerTunnel", "CPU per tunnel", "us", False, False),
         ),
         baseline=(
             "direct: TCP connect + 64-byte echo + close (the echo server closes "
             "first), same generator; setup = connect() until the CONNECT reply "
-            "(direct: until connected)"
+            "(direct: until connected); CPU per tunnel = the proxy's CPU time "
+            "(user + system, all its processes) over the load / its tunnels"
         ),
     ),
     Scenario(
