@@ -31,7 +31,7 @@ C{loseConnection}, but without waiting a turn of the reactor for nothing to
 write).  A direction takes a
 pipe when it first has bytes to move and gives it back when it ends with
 the pipe drained: pipes come from a small per-process pool of empty pipes
-(L{POOL_SIZE} at most), and a new one is created, and sized with
+(L{poolSize} at most), and a new one is created, and sized with
 C{F_SETPIPE_SZ} (1 MiB, or what the system allows), only when the pool is
 empty.  So a short tunnel costs no pipe creation once the process is warm.
 A pipe that may still hold bytes (a relay torn down mid-transfer) is
@@ -61,15 +61,49 @@ from twisted.python.failure import Failure
 from socksd.server.relay import IdleWatch, _Holding, setNoDelay, tcpTransports
 from socksd.upstream import readinessReactors
 
-__all__ = ["SpliceRelay", "spliceSupported", "trySplice", "PIPE_SIZE", "POOL_SIZE"]
+__all__ = [
+    "SpliceRelay",
+    "spliceSupported",
+    "trySplice",
+    "PIPE_SIZE",
+    "POOL_SIZE",
+    "poolSize",
+]
 
 log = Logger()
 
 #: The pipe size asked for with C{F_SETPIPE_SZ}.
 PIPE_SIZE = 1 << 20
 
-#: How many empty pipes a process keeps for later tunnels, at most.
-POOL_SIZE = 64
+#: How many empty pipes a process keeps for later tunnels, at most; L{None}:
+#: L{poolSize} decides from the open-file limit.
+POOL_SIZE: int | None = None
+
+_poolSize = 0
+
+
+def poolSize() -> int:
+    """
+    How many empty pipes this process keeps, at most: L{POOL_SIZE} when set;
+    else a sixteenth of the soft open-file limit (each pipe is two
+    descriptors), between 64 and 256, looked up once.  Enough for the pipes
+    of a few hundred tunnels being set up or torn down at once, so that a
+    busy server seldom creates a pipe.
+    """
+    global _poolSize
+    if POOL_SIZE is not None:
+        return POOL_SIZE
+    if not _poolSize:
+        try:
+            import resource
+
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            if soft == resource.RLIM_INFINITY:
+                soft = 1 << 20
+        except (ImportError, ValueError, OSError):  # pragma: no cover
+            soft = 1024
+        _poolSize = max(64, min(256, soft // 16))
+    return _poolSize
 
 #: The empty pipes kept for reuse: C{(readEnd, writeEnd, size)}.
 _pool: list[tuple[int, int, int]] = []
@@ -259,7 +293,8 @@ class _SpliceDirection:
     def _poolPipe(self) -> None:
         """The pipe is empty: give it back to the pool (or close it)."""
         if self.pipeWrite >= 0:
-            if len(_pool) < POOL_SIZE:
+            limit = POOL_SIZE if POOL_SIZE is not None else _poolSize or poolSize()
+            if len(_pool) < limit:
                 _pool.append((self.pipeRead, self.pipeWrite, self.pipeSize))
                 self.pipeRead = self.pipeWrite = -1
             else:
@@ -530,9 +565,12 @@ class SpliceRelay(IdleWatch):
         # Nothing is left to write to either socket, so there is no need to
         # wait a turn of the reactor for it, as loseConnection does: close
         # both now, as the reactor would.
+        # Both sockets have sent and received their EOF: close() alone ends
+        # them, without the transport's shutdown() first.
         for side in (self._client, self._upstream):
             transport = side.transport
             if transport.connected and not transport.disconnected:
+                transport._shouldShutdown = False
                 transport.connectionLost(_CLOSED)
 
     def _socketError(self, side: _SpliceSocket, error: OSError) -> None:

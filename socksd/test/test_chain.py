@@ -288,7 +288,9 @@ class MakeServiceTests(SynchronousTestCase):
                 "--http-connect",
             ]
         )
-        [listener] = list(makeService(options))
+        [listener] = [
+            child for child in makeService(options) if hasattr(child, "factory")
+        ]
         factory = listener.factory
         self.assertTrue(factory.config.httpConnect)
         self.assertIs(factory.handlers[ord("C")], HttpConnectHandler)

@@ -30,7 +30,15 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from socksd.address import Destination
 from socksd.server import ServerConfig, _splice
 from socksd.server._log import ConnectionRecord
-from socksd.tap import LISTEN_BACKLOG, withBacklog
+from socksd.tap import (
+    FILE_LIMIT_UNLIMITED,
+    LISTEN_BACKLOG,
+    Options,
+    RaiseFileLimit,
+    makeService,
+    raiseFileLimit,
+    withBacklog,
+)
 from socksd.test.test_dispatch import Harness
 from socksd.testing import FakeResolver
 from socksd.upstream import (
@@ -474,3 +482,52 @@ class BacklogTests(SynchronousTestCase):
         service = makeService(options)
         [listener] = [s for s in service if hasattr(s, "endpoint")]
         self.assertEqual(listener.endpoint._backlog, LISTEN_BACKLOG)
+
+
+class FileLimitTests(SynchronousTestCase):
+    """L{raiseFileLimit} raises the soft open-file limit to the hard one."""
+
+    def setUp(self) -> None:
+        import resource
+
+        self.resource = resource
+        self.original = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, self.original)
+
+    def test_raised(self) -> None:
+        """A soft limit under the hard limit is raised to it."""
+        soft, hard = self.original
+        if hard == self.resource.RLIM_INFINITY:
+            hard = FILE_LIMIT_UNLIMITED
+        lower = min(soft, hard) - 1
+        self.resource.setrlimit(self.resource.RLIMIT_NOFILE, (lower, self.original[1]))
+        self.assertEqual(raiseFileLimit(), (lower, hard))
+        self.assertEqual(self.resource.getrlimit(self.resource.RLIMIT_NOFILE)[0], hard)
+
+    def test_atHardLimit(self) -> None:
+        """At the hard limit, nothing changes."""
+        raiseFileLimit()
+        before = self.resource.getrlimit(self.resource.RLIMIT_NOFILE)
+        self.assertIsNone(raiseFileLimit())
+        self.assertEqual(self.resource.getrlimit(self.resource.RLIMIT_NOFILE), before)
+
+    def test_makeService(self) -> None:
+        """The service C{makeService} builds raises the limit when it starts."""
+        options = Options()
+        options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1"])
+        top = makeService(options)
+        self.assertTrue(any(isinstance(child, RaiseFileLimit) for child in top))
+
+    def test_poolSize(self) -> None:
+        """
+        The splice relay's pipe pool holds a sixteenth of the soft
+        open-file limit, between 64 and 256 pipes.
+        """
+        self.patch(_splice, "POOL_SIZE", None)
+        hard = self.original[1]
+        for soft, expected in ((256, 64), (2048, 128), (8192, 256)):
+            if hard != self.resource.RLIM_INFINITY and soft > hard:
+                continue
+            self.patch(_splice, "_poolSize", 0)
+            self.resource.setrlimit(self.resource.RLIMIT_NOFILE, (soft, self.original[1]))
+            self.assertEqual(_splice.poolSize(), expected)
