@@ -16,8 +16,8 @@ short tunnels cheaply (the server's CONNECT uses it when an endpoint has
 it, and C{connect} otherwise).  On a reactor that can adopt connected
 sockets (C{IReactorSocket} and C{IReactorFDSet}: epoll, poll, select) it is
 a L{PlainConnector}: a non-blocking socket whose C{connect()} the reactor
-watches, handed to C{reactor.adoptStreamConnection} once connected; on
-others, C{reactor.connectTCP}.  Other upstreams need not offer it.
+watches, given the transport C{reactor.adoptStreamConnection} makes once
+connected; on others, C{reactor.connectTCP}.  Other upstreams need not offer it.
 
 Connect failures are Twisted's own (C{ConnectionRefusedError},
 C{TimeoutError}, C{NoRouteError} ...) or socksd's typed errors
@@ -37,7 +37,7 @@ from twisted.internet._resolver import ComplexResolverSimplifier
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet import address
+from twisted.internet import address, tcp
 from twisted.internet.error import (
     ConnectBindError,
     DNSLookupError,
@@ -127,9 +127,9 @@ class PlainConnector:
     """
     One TCP connection attempt to an address literal, made with a plain
     non-blocking socket: the reactor watches it for writability (which is
-    how a C{connect()} in progress ends), and once it is connected,
-    C{reactor.adoptStreamConnection} makes the transport and the factory's
-    protocol.  Compared with C{reactor.connectTCP}, there is no C{Connector}
+    how a C{connect()} in progress ends), and once it is connected, it gets
+    the transport C{reactor.adoptStreamConnection} would give it (a
+    C{tcp.Server}) and the factory's protocol.  Compared with C{reactor.connectTCP}, there is no C{Connector}
     and C{Client} set-up, no Deferred, no turn of the reactor before the
     C{connect()}, and fewer registration changes.
 
@@ -237,18 +237,34 @@ class PlainConnector:
         if sock is None:
             return
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        self._end("connected" if not code else "disconnected", close=False)
+        if code:
+            self._end("disconnected")
+            self._factory.clientConnectionFailed(
+                self, Failure(getConnectError((code, strerror(code))))
+            )
+            return
+        self._end("connected", close=False)
+        self._connected(sock)
+
+    def _connected(self, sock: socket.socket) -> None:
+        """
+        Make the transport of the connected socket and the factory's
+        protocol, as C{reactor.adoptStreamConnection} does (a C{tcp.Server}
+        transport), but with this socket itself rather than a duplicate of
+        its descriptor, and with the addresses already known.
+        """
+        peer = self.getDestination()
         try:
-            if code:
-                self._factory.clientConnectionFailed(
-                    self, Failure(getConnectError((code, strerror(code))))
-                )
-            else:
-                self._reactor.adoptStreamConnection(
-                    sock.fileno(), self._family, self._factory
-                )
-        finally:
+            protocol = self._factory.buildProtocol(peer)
+        except BaseException:
             sock.close()
+            raise
+        if protocol is None:
+            sock.close()
+            return
+        transport = tcp.Server(sock, protocol, self._address, None, 0, self._reactor)
+        transport.repstr = f"<{type(protocol).__name__} to {peer.host}:{peer.port}>"
+        protocol.makeConnection(transport)
 
     def connectionLost(self, reason: Failure) -> None:
         """

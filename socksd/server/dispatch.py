@@ -54,6 +54,7 @@ from socksd.server.relay import (
     boundDestination,
     setNoDelay,
     startRelay,
+    tcpTransports,
     writeNow,
 )
 
@@ -116,7 +117,11 @@ class _FirstByte:
             return
         connection = self.connection
         record = connection.record
-        peer = connection.transport.getPeer()
+        transport = connection.transport
+        # A plain TCP transport's peer is the one connectionMade saw.
+        peer = record.client
+        if type(transport) not in tcpTransports():
+            peer = transport.getPeer()
         if peer != record.client:
             record.client = peer
             policy = connection.factory.policy
