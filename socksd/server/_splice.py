@@ -29,8 +29,8 @@ the relay wants.  When both directions have ended, both transports are
 closed at once (C{connectionLost}, as the reactor would after
 C{loseConnection}, but without waiting a turn of the reactor for nothing to
 write).  A direction takes a
-pipe when it first has bytes to move and gives it back when it ends with
-the pipe drained: pipes come from a small per-process pool of empty pipes
+pipe when it has bytes to move and gives it back once the pipe is drained
+(so an idle tunnel holds none): pipes come from a small per-process pool of empty pipes
 (L{poolSize} at most), and a new one is created, and sized with
 C{F_SETPIPE_SZ} (1 MiB, or what the system allows), only when the pool is
 empty.  So a short tunnel costs no pipe creation once the process is warm.
@@ -74,6 +74,11 @@ log = Logger()
 
 #: The pipe size asked for with C{F_SETPIPE_SZ}.
 PIPE_SIZE = 1 << 20
+
+#: How many reads one readiness event may make, while each read moves at
+#: least L{BURST_READ} bytes and the sink takes them all.
+BURST = 8
+BURST_READ = 1 << 16
 
 #: How many empty pipes a process keeps for later tunnels, at most; L{None}:
 #: L{poolSize} decides from the open-file limit.
@@ -323,27 +328,38 @@ class _SpliceDirection:
             return
         if self.pipeWrite < 0:
             self._openPipe()
-        try:
-            moved = _SPLICE(self.source.fd, self.pipeWrite, self.pipeSize, flags=_FLAGS)
-        except OSError as error:
-            if error.errno in _AGAIN:
+        fd = self.source.fd
+        # A large read means a stream in full flow: read again at once
+        # (up to BURST times) rather than after a turn of the reactor.  A
+        # small one (a message, an EOF to come) waits for the reactor.
+        for _ in range(BURST):
+            try:
+                moved = _SPLICE(fd, self.pipeWrite, self.pipeSize, flags=_FLAGS)
+            except OSError as error:
+                if error.errno not in _AGAIN:
+                    relay._socketError(self.source, error)
+                    return
+                break
+            if moved == 0:
+                self.ended = True
+                relay._wantRead(self.source, False)
+                self._drain()
                 return
-            relay._socketError(self.source, error)
-            return
-        if moved == 0:
-            self.ended = True
-            relay._wantRead(self.source, False)
-        else:
             self.inPipe += moved
             self.count += moved
-        self._drain()
+            if not self._drain() or moved < BURST_READ or relay.closed:
+                break
+        if not self.inPipe and not relay.closed:
+            # An idle tunnel holds no pipe.
+            self._poolPipe()
 
     def writable(self) -> None:
         """The sink can take bytes again."""
         if self.relay.closed:
             self.relay._wantWrite(self.sink, False)
             return
-        self._drain()
+        if self._drain() and not self.inPipe and not self.relay.closed:
+            self._poolPipe()
 
     def _drain(self) -> bool:
         """

@@ -283,6 +283,24 @@ class SpliceRelayTests(_RelayTestsMixin, TestCase):
             raise self.skipTest("os.splice is Linux-only")
 
 
+    async def test_idleHoldsNoPipe(self) -> None:
+        """
+        Once a tunnel's bytes have been relayed, its directions give their
+        pipes back: an idle tunnel holds no pipe (and no descriptors beyond
+        its two sockets).
+        """
+        await self.setUpRelay()
+        client = await self.tunnel(self.echoPort)
+        client.expected = 5
+        client.transport.write(b"hello")
+        await self.wait(client.allReceived)
+        [relay] = self.relays
+        self.assertEqual((relay.up.pipeWrite, relay.down.pipeWrite), (-1, -1))
+        self.assertEqual((relay.up.count, relay.down.count), (5, 5))
+        client.transport.loseConnection()
+        await self.wait(client.closed)
+
+
 class OrdinaryRelayTests(_RelayTestsMixin, TestCase):
     """The relay tests with splice turned off: the ordinary relay."""
 
