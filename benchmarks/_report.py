@@ -72,6 +72,14 @@ def machine(twistd: str | None, fileLimit: int) -> dict[str, Any]:
     }
 
 
+def _pinning(run: dict[str, Any]) -> str:
+    """How the run placed the proxies (C{--pin-proxy}), as a clause."""
+    cpu = run.get("proxyCpu")
+    if cpu is None:
+        return ""
+    return f"; each proxy pinned to CPU {cpu}, targets and load on the others"
+
+
 def emptyRun() -> dict[str, Any]:
     """
     The skeleton of a run record; the harness fills it in.
@@ -197,7 +205,7 @@ def textTable(run: dict) -> str:
     )
     out.append(
         f"{'quick run' if run.get('quick') else 'full run'}: medians of "
-        f"{run['settings'].get('repeats')} repetition(s)"
+        f"{run['settings'].get('repeats')} repetition(s){_pinning(run)}"
     )
     for name in run["scenarios"]:
         scenario = scenarioNamed(name)
@@ -233,7 +241,7 @@ def markdown(run: dict) -> str:
         f"{info.get('nproc')} CPUs ({info.get('cpuModel')}), kernel {info.get('kernel')}, "
         f"Python {info.get('python')}, Twisted {info.get('twisted')}; "
         f"{'quick run, ' if run.get('quick') else ''}medians of "
-        f"{run['settings'].get('repeats')} repetition(s). "
+        f"{run['settings'].get('repeats')} repetition(s){_pinning(run)}. "
         "Ratios are this row's value divided by the column's.",
     ]
     for name in run["scenarios"]:
@@ -270,7 +278,7 @@ def restructuredText(run: dict) -> str:
         f"{info.get('nproc')} CPUs ({info.get('cpuModel')}), kernel {info.get('kernel')}, "
         f"Python {info.get('python')}, Twisted {info.get('twisted')}; "
         f"{'quick run, ' if run.get('quick') else ''}medians of "
-        f"{run['settings'].get('repeats')} repetition(s). "
+        f"{run['settings'].get('repeats')} repetition(s){_pinning(run)}. "
         "Ratios are this row's value divided by the column's.",
     ]
     for name in run["scenarios"]:

@@ -372,6 +372,17 @@ def probe(via: Via, echo: tuple[str, int], timeout: float = 5.0) -> None:
             raise HandshakeFailed("the probe's echo differs")
 
 
+#: The CPUs proxies run on (C{--pin-proxy}), or L{None}: wherever the
+#: system puts them.
+proxyCpus: set[int] | None = None
+
+
+def _pinned() -> None:
+    """In the child, before C{exec}: stay on L{proxyCpus}."""
+    if proxyCpus:
+        os.sched_setaffinity(0, proxyCpus)
+
+
 def start(
     spec: ServerSpec,
     directory: Path,
@@ -405,6 +416,7 @@ def start(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=dict(os.environ, **spec.environment()),
+                preexec_fn=_pinned if proxyCpus else None,
             )
         except OSError as error:
             raise ServerFailed(f"cannot run {shlex.join(command)}: {error}") from None

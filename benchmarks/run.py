@@ -121,6 +121,14 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         help="load generator processes for tunnels/s (default: %(default)s)",
     )
     parser.add_argument(
+        "--pin-proxy",
+        action="store_true",
+        help=(
+            "run each proxy (all its processes) on the last CPU, and the "
+            "targets and load generators on the others"
+        ),
+    )
+    parser.add_argument(
         "--output-dir",
         type=Path,
         default=RESULTS,
@@ -385,6 +393,17 @@ def main(argv: list[str]) -> int:
     if options.twistd:
         _servers.setTwistd(options.twistd)
 
+    pinned = None
+    if options.pin_proxy:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            print("--pin-proxy needs at least 2 CPUs", file=sys.stderr)
+            return 2
+        pinned = cpus[-1]
+        _servers.proxyCpus = {pinned}
+        # The harness, the targets and the load generators inherit this.
+        os.sched_setaffinity(0, set(cpus[:-1]))
+
     fileLimit = _procs.raiseFileLimit()
     # Turn SIGTERM and SIGHUP into SystemExit so that finally blocks and
     # atexit stop every process this harness started.
@@ -399,6 +418,7 @@ def main(argv: list[str]) -> int:
     run["command"] = ["benchmarks/run.py", *argv]
     run["quick"] = options.quick
     run["settings"] = asdict(settings)
+    run["proxyCpu"] = pinned
     run["machine"] = _report.machine(_servers._findTwistd(), fileLimit)
 
     available: dict[str, str | None] = {}

@@ -78,6 +78,10 @@ PIPE_SIZE = 1 << 20
 #: How many reads one readiness event may make, while each read moves at
 #: least L{BURST_READ} bytes and the sink takes them all.
 BURST = 8
+
+#: A direction without a pipe reads up to this much into Python; a read
+#: that fills it takes a pipe and splices from then on, until the stream
+#: pauses.
 BURST_READ = 1 << 16
 
 #: How many empty pipes a process keeps for later tunnels, at most; L{None}:
@@ -327,11 +331,29 @@ class _SpliceDirection:
             relay._wantRead(self.source, False)
             return
         if self.pipeWrite < 0:
+            # No pipe: read a message into Python and send it on (a small
+            # read costs two system calls either way, and needs no pipe).
+            # A read that fills BURST_READ is a stream in full flow: take a
+            # pipe and splice the rest.
+            try:
+                data = self.source.sock.recv(BURST_READ)
+            except OSError as error:
+                if error.errno not in _AGAIN:
+                    relay._socketError(self.source, error)
+                return
+            if not data:
+                self.ended = True
+                relay._wantRead(self.source, False)
+                self._drain()
+                return
+            self.count += len(data)
+            self.pending = self.pending + data if self.pending else data
+            if not self._drain() or len(data) < BURST_READ or relay.closed:
+                return
             self._openPipe()
         fd = self.source.fd
-        # A large read means a stream in full flow: read again at once
-        # (up to BURST times) rather than after a turn of the reactor.  A
-        # small one (a message, an EOF to come) waits for the reactor.
+        # While reads are large, read again at once (up to BURST times)
+        # rather than after a turn of the reactor.
         for _ in range(BURST):
             try:
                 moved = _SPLICE(fd, self.pipeWrite, self.pipeSize, flags=_FLAGS)
@@ -347,11 +369,16 @@ class _SpliceDirection:
                 return
             self.inPipe += moved
             self.count += moved
-            if not self._drain() or moved < BURST_READ or relay.closed:
+            if not self._drain() or relay.closed:
+                return
+            if moved < BURST_READ:
                 break
-        if not self.inPipe and not relay.closed:
-            # An idle tunnel holds no pipe.
-            self._poolPipe()
+        else:
+            # Still in full flow: keep the pipe for the next read.
+            return
+        # The stream paused (or the source is drained): an idle tunnel
+        # holds no pipe.
+        self._poolPipe()
 
     def writable(self) -> None:
         """The sink can take bytes again."""
