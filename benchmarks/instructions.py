@@ -164,8 +164,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--servers",
-        default="socksd,pproxy,twistd-socks",
-        help="comma-separated, from: " + ",".join(_servers.SERVER_NAMES),
+        default="socksd,pproxy,twistd-socks,microsocks",
+        help="comma-separated, from: socksd, pproxy, twistd-socks, microsocks",
     )
     parser.add_argument("--tunnels", type=int, default=300)
     parser.add_argument("--socksd-args", default="")
@@ -189,6 +189,8 @@ def main(argv: list[str]) -> int:
     unknown = set(names) - set(_servers.SERVER_NAMES)
     if unknown:
         parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
+    if "dante" in names:
+        parser.error("dante serves from forked processes, which callgrind would not count")
     listener = listeningSocket(256)
     threading.Thread(target=_echoOnceServer, args=(listener,), daemon=True).start()
     target = listener.getsockname()[:2]
