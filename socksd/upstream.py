@@ -13,11 +13,11 @@ The endpoints for address literals offer a fast path next to C{connect}:
 C{connectFactory(factory)} connects a C{ClientFactory}'s protocol with no
 Deferred and no wrapping factory or protocol, so a server can connect many
 short tunnels cheaply (the server's CONNECT uses it when an endpoint has
-it, and C{connect} otherwise).  On a reactor that can adopt connected
-sockets (C{IReactorSocket} and C{IReactorFDSet}: epoll, poll, select) it is
-a L{PlainConnector}: a non-blocking socket whose C{connect()} the reactor
-watches, given the transport C{reactor.adoptStreamConnection} makes once
-connected; on others, C{reactor.connectTCP}.  Other upstreams need not offer it.
+it, and C{connect} otherwise).  On Twisted's epoll, poll and select
+reactors it is a L{PlainConnector}: a non-blocking socket whose
+C{connect()} the reactor watches, given the transport
+C{reactor.adoptStreamConnection} would make once connected; on others,
+C{reactor.connectTCP}.  Other upstreams need not offer it.
 
 Connect failures are Twisted's own (C{ConnectionRefusedError},
 C{TimeoutError}, C{NoRouteError} ...) or socksd's typed errors

@@ -3,17 +3,22 @@ A zero-copy relay for the common case: both legs of a tunnel are plain TCP
 sockets of a readiness-based reactor (epoll, poll, select) on Linux.
 
 After the handshake, L{SpliceRelay} takes the two sockets over from their
-Twisted transports (which stop reading and writing, and hand over the bytes
-they still held) and moves the bytes of each direction with C{os.splice}
-through a pipe, socket to pipe to socket, so the payload never enters
-Python.  It keeps the ordinary relay's (L{socksd.server.relay.Relay})
-behaviour:
+Twisted transports (which hand over the bytes they still held) and moves
+each direction's bytes itself.  A direction without a pipe reads up to
+L{BURST_READ} bytes into Python and sends them on: a message costs two
+system calls either way, and needs no pipe.  A read that fills
+L{BURST_READ} is a stream in full flow: the direction takes a pipe and moves
+the bytes with C{os.splice}, socket to pipe to socket, so they never enter
+Python, reading again at once (up to L{BURST} times per readiness event)
+while reads stay large, and gives the pipe back when the stream pauses with
+the pipe drained.  It keeps the ordinary relay's
+(L{socksd.server.relay.Relay}) behaviour:
 
-  - Backpressure: a direction reads from its source only while its pipe is
-    empty; when the sink cannot take the pipe's bytes, the direction waits
+  - Backpressure: a direction reads from its source only while it holds
+    nothing unwritten; when the sink cannot take more, the direction waits
     for the sink to be writable before reading again.
-  - Half-close: when the source ends (splice returns 0), the sink's writing
-    is shut down (C{SHUT_WR}) once the pipe is drained, and the other
+  - Half-close: when the source ends, the sink's writing is shut down
+    (C{SHUT_WR}) once everything before the EOF is written, and the other
     direction goes on; when both have ended, both connections are closed.
   - Byte accounting: C{byteCounts()}, as the ordinary relay, for the
     connection's log event.
@@ -27,15 +32,14 @@ their C{doRead} and C{doWrite} are pointed at the relay's directions, and
 the reactor's C{addReader}/C{addWriter} on the transports say which events
 the relay wants.  When both directions have ended, both transports are
 closed at once (C{connectionLost}, as the reactor would after
-C{loseConnection}, but without waiting a turn of the reactor for nothing to
-write).  A direction takes a
-pipe when it has bytes to move and gives it back once the pipe is drained
-(so an idle tunnel holds none): pipes come from a small per-process pool of empty pipes
-(L{poolSize} at most), and a new one is created, and sized with
-C{F_SETPIPE_SZ} (1 MiB, or what the system allows), only when the pool is
-empty.  So a short tunnel costs no pipe creation once the process is warm.
-A pipe that may still hold bytes (a relay torn down mid-transfer) is
-closed, never pooled.
+C{loseConnection}, without waiting a turn of the reactor with nothing to
+write).
+
+Pipes come from a small per-process pool of empty pipes (L{poolSize} at
+most); a new one is created, and sized with C{F_SETPIPE_SZ} (1 MiB, or what
+the system allows), only when the pool is empty, so a busy process seldom
+creates one, and an idle tunnel holds none.  A pipe that may still hold
+bytes (a relay torn down mid-transfer) is closed, never pooled.
 
 L{spliceSupported} says whether two transports and a reactor allow all this;
 L{socksd.server.relay.startRelay} asks it and falls back to the ordinary
@@ -607,9 +611,9 @@ class SpliceRelay(IdleWatch):
         self._release()
         # Nothing is left to write to either socket, so there is no need to
         # wait a turn of the reactor for it, as loseConnection does: close
-        # both now, as the reactor would.
-        # Both sockets have sent and received their EOF: close() alone ends
-        # them, without the transport's shutdown() first.
+        # both now, as the reactor would.  Both sockets have sent and
+        # received their EOF, so close() alone ends them, without the
+        # transport's shutdown() first.
         for side in (self._client, self._upstream):
             transport = side.transport
             if transport.connected and not transport.disconnected:
