@@ -137,16 +137,15 @@ _announced: set[bool] = set()
 
 def _plainTcp(transport: Any, reactor: Any) -> bool:
     """C{transport} is an open, plain TCP transport of C{reactor}."""
+    # Exactly these classes: the attributes below are theirs.
     return (
         type(transport) in tcpTransports()
-        and getattr(transport, "reactor", None) is reactor
-        and bool(transport.connected)
+        and transport.reactor is reactor
+        and transport.connected
         and not transport.disconnecting
-        and not getattr(transport, "_writeDisconnecting", False)
-        and not getattr(transport, "_writeDisconnected", False)
-        and getattr(transport, "producer", None) is None
-        and hasattr(transport, "_tempDataBuffer")
-        and hasattr(transport, "dataBuffer")
+        and not transport._writeDisconnecting
+        and not transport._writeDisconnected
+        and transport.producer is None
     )
 
 
@@ -351,7 +350,10 @@ class _SpliceDirection:
                 self._drain()
                 return
             self.count += len(data)
-            self.pending = self.pending + data if self.pending else data
+            if self.pending:
+                self.pending += data
+            else:
+                self.pending = data
             if not self._drain() or len(data) < BURST_READ or relay.closed:
                 return
             self._openPipe()
@@ -415,10 +417,13 @@ class _SpliceDirection:
                 return False
             relay._socketError(sink, error)
             return False
-        relay._wantWrite(sink, False)
+        # (The registration flags are tested here first: this runs for
+        # every message.)
+        if sink.writing:
+            relay._wantWrite(sink, False)
         if self.ended:
             self._finish()
-        elif not relay.closed:
+        elif not self.source.reading and not relay.closed:
             relay._wantRead(self.source, True)
         return True
 
