@@ -181,7 +181,12 @@ class PlainConnector:
         else:
             self._family = socket.AF_INET
             self._address = (host, port)
-        sock = socket.socket(self._family, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(self._family, socket.SOCK_STREAM)
+        except OSError as error:
+            # Out of descriptors, say: fail as connectTCP does.
+            self._failLater(getConnectError((error.errno, error.strerror)))
+            return
         sock.setblocking(False)
         if bindAddress is not None:
             try:

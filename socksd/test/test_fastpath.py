@@ -287,6 +287,23 @@ class PlainConnectorTests(TestCase):
         (reason,) = await attempt.outcome
         reason.trap(ConnectBindError)
 
+    async def test_noSocket(self) -> None:
+        """
+        When no socket can be made (out of descriptors), the attempt fails
+        a turn of the reactor later, with the socket's error.
+        """
+
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            raise OSError(24, "Too many open files")
+
+        self.patch(socket, "socket", refuse)
+        attempt = _Attempt()
+        connector = self.endpoint(9).connectFactory(attempt)
+        self.assertFalse(attempt.outcome.called)
+        (reason,) = await attempt.outcome
+        self.assertIn("Too many open files", reason.getErrorMessage())
+        self.assertEqual(connector.state, "disconnected")
+
     def fullListener(self) -> int:
         """
         A listening socket whose accept queue is full, so that a new
