@@ -9,7 +9,9 @@ C{prometheus_client}'s Twisted resource (install the C{metrics} extra:
 C{pip install socksd[metrics]}).
 
 Each L{Metrics} has its own C{CollectorRegistry}, so several servers (and
-tests) in one process do not share counters.  The series:
+tests) in one process do not share counters.  With C{--workers}, each
+worker counts its own and the parent serves them all, each series with a
+C{worker} label (see L{socksd.server.workers}).  The series:
 
   - C{socksd_connections_total{version,command,reply}}: connections ended,
     by SOCKS version, command and reply name (C{"none"} when unknown);
@@ -143,8 +145,9 @@ class Metrics:
 def metricsService(description: str, metrics: Metrics, reactor: Any) -> Any:
     """
     A service listening on the server endpoint C{description} (e.g.
-    C{tcp:9180:interface=127.0.0.1}) that serves C{metrics} at
-    C{/metrics}.
+    C{tcp:9180:interface=127.0.0.1}) that serves C{metrics} (anything with
+    a C{prometheus_client} C{registry}: a L{Metrics}, or with C{--workers}
+    the parent's L{socksd.server.workers.WorkersMetrics}) at C{/metrics}.
     """
     from twisted.application import strports
 

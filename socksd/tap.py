@@ -8,6 +8,7 @@ their names and defaults.
 from __future__ import annotations
 
 import socket
+import sys
 from ipaddress import ip_address
 from typing import Any
 
@@ -473,17 +474,32 @@ def makeService(options: Options) -> service.IService:
     # Twisted's listen backlog is 50 unless the description says backlog=.
     options["listen"] = [withBacklog(d) for d in options["listen"]]
     top = service.MultiService()
+    listening = None
     if options["metrics"]:
         from socksd.metrics import Metrics, metricsService
 
-        factory.metrics = Metrics()
-        metricsService(options["metrics"], factory.metrics, reactor).setServiceParent(top)
-    listening = None
+        if options["inherit-fds"]:
+            # A worker: it counts, and reports to its parent, which serves.
+            from socksd.server.workers import MetricsReporter
+
+            factory.metrics = Metrics()
+            MetricsReporter(factory.metrics, reactor, sys.stdout).setServiceParent(top)
+        elif options["workers"] <= 1:
+            factory.metrics = Metrics()
+            metricsService(options["metrics"], factory.metrics, reactor).setServiceParent(
+                top
+            )
     if options["workers"] > 1 or options["inherit-fds"]:
         from socksd.server import workers
 
         listening = workers.serviceFor(options, factory, reactor)
         listening.setServiceParent(top)
+        if options["metrics"] and not options["inherit-fds"]:
+            from socksd.metrics import metricsService
+
+            metricsService(
+                options["metrics"], workers.WorkersMetrics(listening), reactor
+            ).setServiceParent(top)
     elif options["tcp-fastopen"]:
         from twisted.application.internet import StreamServerEndpointService
 

@@ -19,6 +19,11 @@ the connections over the workers.
     worker whose parent dies sees its standard input end, and stops.
   - A worker that dies is logged, and replaced after L{RESPAWN_DELAY}
     seconds.
+  - Metrics (C{--metrics}): each worker counts its own connections and
+    reports its metrics to the parent every L{METRICS_INTERVAL} seconds,
+    as one line of its output (L{MetricsReporter}); the parent alone
+    listens on the metrics endpoint and serves every worker's latest
+    report, each series labelled C{worker="N"} (L{WorkersMetrics}).
 
 Only descriptions whose transports are plain sockets can be shared this way
 (C{tcp}, C{tcp6}, C{unix}); TLS and PROXY-protocol listeners wrap the
@@ -27,6 +32,7 @@ protocol in the parent's process, so L{checkListens} refuses them.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -56,6 +62,14 @@ log = Logger()
 STOP_GRACE = 10.0
 #: Seconds before a worker that died is replaced.
 RESPAWN_DELAY = 1.0
+
+#: Seconds between a worker's metrics reports to its parent.
+METRICS_INTERVAL = 1.0
+
+#: How a worker's output line that carries its metrics begins (a log line
+#: begins with "["); the rest is the metrics in Prometheus' text format, as
+#: a JSON string.
+METRICS_LINE = b"%socksd-metrics "
 #: The kinds of listen descriptions workers can share.
 SHAREABLE = frozenset({"tcp", "tcp6", "unix"})
 
@@ -123,7 +137,9 @@ class _WorkerProtocol(ProcessProtocol):
         self.buffer += data
         *lines, self.buffer = self.buffer.split(b"\n")
         for line in lines:
-            if line:
+            if line.startswith(METRICS_LINE):
+                self._metrics(line[len(METRICS_LINE) :])
+            elif line:
                 log.info(
                     "worker {worker} (pid {pid}): {line}",
                     worker=self.index,
@@ -132,6 +148,22 @@ class _WorkerProtocol(ProcessProtocol):
                 )
 
     errReceived = outReceived
+
+    def _metrics(self, report: bytes) -> None:
+        """Keep the worker's latest metrics report, for L{WorkersMetrics}."""
+        try:
+            text = json.loads(report)
+            if not isinstance(text, str):
+                raise ValueError("not a string")
+        except ValueError as e:
+            log.warn(
+                "worker {worker} (pid {pid}) sent unreadable metrics: {error}",
+                worker=self.index,
+                pid=self.pid,
+                error=e,
+            )
+            return
+        self.parent.metricsReports[self.index] = text
 
     def processEnded(self, reason: Failure) -> None:
         if self.buffer:
@@ -168,6 +200,9 @@ class WorkersService(service.Service):
         self._executable = executable
         self._ports: list[Any] = []
         self.workers: dict[int, _WorkerProtocol] = {}
+        #: Each running worker's latest metrics report (Prometheus' text
+        #: format), by index.
+        self.metricsReports: dict[int, str] = {}
         self._stopping = False
         self._respawns: dict[int, Any] = {}
 
@@ -237,6 +272,8 @@ class WorkersService(service.Service):
     def _ended(self, worker: _WorkerProtocol, reason: Failure) -> None:
         if self.workers.get(worker.index) is worker:
             del self.workers[worker.index]
+            # Its replacement starts counting from zero.
+            self.metricsReports.pop(worker.index, None)
         if self._stopping:
             log.info(
                 "worker {worker} (pid {pid}) stopped",
@@ -291,6 +328,93 @@ class WorkersService(service.Service):
                 worker.transport.signalProcess("KILL")
             except error.ProcessExitedAlready:
                 pass
+
+
+class MetricsReporter(service.Service):
+    """
+    A worker's side of C{--metrics}: every L{METRICS_INTERVAL} seconds, and
+    when it stops, write its metrics to C{stream} as one line (see
+    L{METRICS_LINE}) for the parent to serve.
+    """
+
+    def __init__(
+        self,
+        metrics: Any,
+        reactor: Any,
+        stream: Any,
+        interval: float = METRICS_INTERVAL,
+    ) -> None:
+        """
+        @param metrics: the worker's L{socksd.metrics.Metrics}.
+        @param stream: a text stream: the worker's standard output.
+        """
+        self._metrics = metrics
+        self._reactor = reactor
+        self._stream = stream
+        self._interval = interval
+        self._loop: Any = None
+
+    def startService(self) -> None:
+        from twisted.internet.task import LoopingCall
+
+        super().startService()
+        self._loop = LoopingCall(self.report)
+        self._loop.clock = self._reactor
+        self._loop.start(self._interval, now=True).addErrback(
+            lambda failure: log.failure("reporting metrics failed", failure)
+        )
+
+    def stopService(self) -> Any:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self.report()
+        return super().stopService()
+
+    def report(self) -> None:
+        """Write the metrics now."""
+        text = self._metrics.text().decode("utf-8")
+        self._stream.write(METRICS_LINE.decode("ascii") + json.dumps(text) + "\n")
+        self._stream.flush()
+
+
+class WorkersMetrics:
+    """
+    The parent's metrics with C{--workers}: every running worker's latest
+    report (L{WorkersService.metricsReports}), each series with a C{worker}
+    label, as a C{prometheus_client} collector in its own C{registry}
+    (what L{socksd.metrics.metricsService} serves).
+    """
+
+    def __init__(self, workers: WorkersService) -> None:
+        from prometheus_client import CollectorRegistry
+
+        self._workers = workers
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def collect(self) -> list[Any]:
+        """The workers' series, merged by name (for C{prometheus_client})."""
+        from prometheus_client.core import Metric
+        from prometheus_client.parser import text_string_to_metric_families
+
+        merged: dict[str, Any] = {}
+        for index, text in sorted(self._workers.metricsReports.items()):
+            try:
+                families = list(text_string_to_metric_families(text))
+            except Exception:
+                log.failure("reading worker {worker}'s metrics failed", worker=index)
+                continue
+            for family in families:
+                out = merged.get(family.name)
+                if out is None:
+                    out = merged[family.name] = Metric(
+                        family.name, family.documentation, family.type
+                    )
+                for sample in family.samples:
+                    out.add_sample(
+                        sample.name, dict(sample.labels, worker=str(index)), sample.value
+                    )
+        return list(merged.values())
 
 
 class AdoptedPortsService(service.Service):
@@ -431,7 +555,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         worker=os.environ.get("SOCKSD_WORKER", "?"),
         pid=os.getpid(),
     )
-    reactor.run()
+    # The parent's SIGTERM and the end of its pipe both stop the worker,
+    # in either order: the second finds the reactor stopping, quietly.
+    import signal
+
+    def stopQuietly() -> None:
+        try:
+            reactor.stop()
+        except error.ReactorNotRunning:
+            pass
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *args: reactor.callFromThread(stopQuietly))
+    reactor.run(installSignalHandlers=False)
 
 
 if __name__ == "__main__":

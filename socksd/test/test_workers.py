@@ -4,6 +4,8 @@ Tests for L{socksd.server.workers}: C{twistd socksd --workers N}.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import signal
@@ -13,11 +15,25 @@ import sys
 import tempfile
 import time
 
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 import socksd
-from socksd.server.workers import checkListens, workerArguments
+from socksd.server import workers
+from socksd.server.workers import (
+    METRICS_LINE,
+    MetricsReporter,
+    WorkersMetrics,
+    WorkersService,
+    _WorkerProtocol,
+    checkListens,
+    workerArguments,
+)
 from socksd.tap import Options
 
 #: The checkout, so that twistd finds socksd's plugin.
@@ -200,6 +216,77 @@ class WorkersProcessTests(SynchronousTestCase):
         self.assertIn("stopped", log())
 
 
+    def test_metricsFromWorkers(self) -> None:
+        """
+        With C{--metrics}, the parent alone listens on the metrics endpoint
+        (no worker fails for want of the port) and serves every worker's
+        connections, labelled by worker, within a few report intervals.
+        """
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:  # pragma: no cover
+            raise self.skipTest("prometheus_client is not installed")
+        port, metricsPort = freePort(), freePort()
+        logFile = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        self.addCleanup(os.unlink, logFile.name)
+        process = subprocess.Popen(
+            [
+                TWISTD,
+                "-n",
+                "--pidfile=",
+                "socksd",
+                "--workers",
+                "2",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--metrics",
+                f"tcp:{metricsPort}:interface=127.0.0.1",
+            ],
+            stdout=logFile,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONPATH=CHECKOUT),
+            cwd=CHECKOUT,
+            start_new_session=True,
+        )
+
+        def cleanup() -> None:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+        self.addCleanup(cleanup)
+
+        def log() -> str:
+            with open(logFile.name) as reader:
+                return reader.read()
+
+        deadline = time.monotonic() + 30
+        while len(set(READY.findall(log()))) < 2:
+            self.assertIsNone(process.poll(), log())
+            self.assertLess(time.monotonic(), deadline, log())
+            time.sleep(0.1)
+        for _ in range(20):
+            refusedConnect(port)
+        counted = re.compile(
+            r'^socksd_connections_total\{.*worker="(\d)"\} (\d+)\.0$', re.M
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            with socket.create_connection(("127.0.0.1", metricsPort), timeout=5) as web:
+                web.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+                page = b""
+                while chunk := web.recv(65536):
+                    page += chunk
+            found = counted.findall(page.decode("utf-8", "replace"))
+            if sum(int(count) for _, count in found) == 20:
+                break
+            self.assertLess(time.monotonic(), deadline, page.decode("utf-8", "replace"))
+            time.sleep(0.2)
+        self.assertTrue({worker for worker, _ in found} <= {"1", "2"}, found)
+        self.assertNotIn("Address already in use", log())
+        self.assertNotIn("died", log())
+
+
 class HangupTests(SynchronousTestCase):
     """
     SIGHUP reaches every worker, so each reloads its rules.
@@ -252,3 +339,143 @@ class HangupTests(SynchronousTestCase):
 
         _ReloadOnHangup(Policy(), None, calls.append)._reload()
         self.assertEqual(calls, ["HUP", "reload"])
+
+
+def _recordFor(command: int = 1, relayed: tuple[int, int] | None = None) -> Any:
+    """A finished connection's record, as the dispatcher leaves it."""
+    from socksd.server._log import ConnectionRecord
+
+    record = ConnectionRecord(None, 0.0)
+    record.version = 5
+    record.commandCode = command
+    record.reply = "SUCCEEDED"
+    if relayed is not None:
+
+        class Relay:
+            def byteCounts(self) -> tuple[int, int]:
+                return relayed
+
+        record.relay = Relay()
+    else:
+        record.reason = "client refused by policy"
+    return record
+
+
+class WorkersMetricsTests(SynchronousTestCase):
+    """
+    With C{--workers}, each worker reports its metrics on its output
+    (L{MetricsReporter}); the parent keeps each worker's latest report and
+    serves them all, labelled by worker (L{WorkersMetrics}).
+    """
+
+    def setUp(self) -> None:
+        try:
+            from socksd.metrics import Metrics
+        except ImportError:  # pragma: no cover
+            raise self.skipTest("prometheus_client is not installed")
+        self.Metrics = Metrics
+
+    def parent(self) -> WorkersService:
+        return WorkersService(Clock(), [], 2, [])
+
+    def test_reporterWritesLines(self) -> None:
+        """
+        The reporter writes the worker's metrics as one line when it
+        starts, every interval, and when it stops.
+        """
+        metrics = self.Metrics()
+        metrics.connectionClosed(_recordFor(relayed=(3, 4)))
+        clock = Clock()
+        stream = io.StringIO()
+        reporter = MetricsReporter(metrics, clock, stream, interval=1.0)
+        reporter.startService()
+        clock.advance(1.0)
+        reporter.stopService()
+        lines = stream.getvalue().split("\n")
+        self.assertEqual(lines.pop(), "")
+        self.assertEqual(len(lines), 3)
+        prefix = METRICS_LINE.decode("ascii")
+        for line in lines:
+            self.assertTrue(line.startswith(prefix), line)
+            text = json.loads(line[len(prefix) :])
+            self.assertIn('socksd_bytes_relayed_total{direction="up"} 3.0', text)
+
+    def test_parentKeepsReports(self) -> None:
+        """
+        A report line replaces the worker's previous report and is not
+        logged; other lines are logged; a worker that ends loses its report;
+        an unreadable report is logged and ignored.
+        """
+        parent = self.parent()
+        worker = _WorkerProtocol(parent, 1)
+        logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        worker.outReceived(METRICS_LINE + json.dumps("first").encode() + b"\n")
+        worker.outReceived(b"a log line\n" + METRICS_LINE + b'"sec')
+        worker.outReceived(b'ond"\n')
+        self.assertEqual(parent.metricsReports, {1: "second"})
+        lines = [e.get("line") for e in logged if e.get("log_namespace") == workers.__name__]
+        self.assertEqual(lines, ["a log line"])
+        worker.outReceived(METRICS_LINE + b"{not json\n")
+        self.assertEqual(parent.metricsReports, {1: "second"})
+        self.assertTrue(any("unreadable metrics" in formatEvent(e) for e in logged))
+        parent.workers[1] = worker
+        parent._stopping = True
+        parent._ended(worker, Failure(Exception("gone")))
+        self.assertEqual(parent.metricsReports, {})
+
+    def test_servedWithWorkerLabels(self) -> None:
+        """
+        The parent's registry serves every worker's series with its
+        C{worker} label, each family once.
+        """
+        from prometheus_client import generate_latest
+
+        parent = self.parent()
+        for index, count in ((1, 2), (2, 5)):
+            metrics = self.Metrics()
+            for _ in range(count):
+                metrics.connectionClosed(_recordFor(relayed=(10, 20)))
+            parent.metricsReports[index] = metrics.text().decode("utf-8")
+        text = generate_latest(WorkersMetrics(parent).registry).decode("utf-8")
+        self.assertIn(
+            'socksd_connections_total{command="connect",reply="SUCCEEDED",'
+            'version="5",worker="1"} 2.0',
+            text,
+        )
+        self.assertIn(
+            'socksd_connections_total{command="connect",reply="SUCCEEDED",'
+            'version="5",worker="2"} 5.0',
+            text,
+        )
+        self.assertIn('socksd_bytes_relayed_total{direction="down",worker="2"} 100.0', text)
+        self.assertEqual(text.count("# TYPE socksd_connections_total counter"), 1)
+
+    def test_makeService(self) -> None:
+        """
+        With C{--workers 2 --metrics}, the parent serves the workers'
+        metrics and counts nothing itself; a worker (C{--inherit-fds})
+        counts and reports, and does not listen for metrics.
+        """
+        from twisted.application.internet import StreamServerEndpointService
+
+        from socksd.tap import makeService
+
+        parentOptions = Options()
+        parentOptions.parseOptions(
+            ["--workers", "2", "--metrics", "tcp:0:interface=127.0.0.1"]
+        )
+        parent = list(makeService(parentOptions))
+        [site] = [s for s in parent if isinstance(s, StreamServerEndpointService)]
+        self.assertIn(b"metrics", site.factory.resource.children)
+        [listening] = [s for s in parent if isinstance(s, WorkersService)]
+        self.assertFalse(any(isinstance(s, MetricsReporter) for s in parent))
+        workerOptions = Options()
+        workerOptions.parseOptions(
+            ["--metrics", "tcp:0:interface=127.0.0.1", "--inherit-fds", "3"]
+        )
+        worker = list(makeService(workerOptions))
+        self.assertTrue(any(isinstance(s, MetricsReporter) for s in worker))
+        self.assertFalse(any(isinstance(s, StreamServerEndpointService) for s in worker))
+        self.assertIsInstance(listening, WorkersService)
