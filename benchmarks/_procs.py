@@ -39,6 +39,21 @@ def raiseFileLimit() -> int:
     return soft
 
 
+def glueOption(argv: list[str], option: str) -> list[str]:
+    """
+    Glue the value of C{option} to it (C{--socksd-args '--no-splice'}
+    would otherwise read as an unknown option), so that it may start with a
+    dash.
+    """
+    glued: list[str] = []
+    for argument in argv:
+        if glued and glued[-1] == option:
+            glued[-1] = f"{option}={argument}"
+        else:
+            glued.append(argument)
+    return glued
+
+
 def spawn(command: list[str], **kwargs: Any) -> subprocess.Popen:
     """
     Start C{command} as the leader of a new process group and remember it.
@@ -95,6 +110,20 @@ def stopAll() -> None:
 atexit.register(stopAll)
 
 
+def _statFields(pid: str | int) -> list[str] | None:
+    """
+    The fields of C{/proc/PID/stat} after the command name (so field 3 of
+    stat(5), the state, is the first), or L{None} for a process gone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name is in parentheses and may contain spaces.
+    return stat[stat.rfind(")") + 2 :].split()
+
+
 def processTree(pid: int) -> list[int]:
     """
     List C{pid} and all its descendants (read from C{/proc}).
@@ -103,13 +132,9 @@ def processTree(pid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
+        fields = _statFields(entry)
+        if fields is None:
             continue
-        # The command name is in parentheses and may contain spaces.
-        fields = stat[stat.rfind(")") + 2 :].split()
         children.setdefault(int(fields[1]), []).append(int(entry))
     tree, todo = [], [pid]
     while todo and len(tree) < 100_000:
@@ -127,14 +152,10 @@ def cpuSecondsOf(pid: int) -> float:
     """
     ticks = 0
     for member in processTree(pid):
-        try:
-            with open(f"/proc/{member}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        # utime, stime, cutime, cstime: fields 14-17 of stat(5).
-        ticks += sum(int(value) for value in fields[11:15])
+        fields = _statFields(member)
+        if fields is not None:
+            # utime, stime, cutime, cstime: fields 14-17 of stat(5).
+            ticks += sum(int(value) for value in fields[11:15])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

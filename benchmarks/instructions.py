@@ -170,14 +170,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tunnels", type=int, default=300)
     parser.add_argument("--socksd-args", default="")
     parser.add_argument("--twistd", default=None)
-    # "--socksd-args '--no-splice'": glue the value to its option (as run.py).
-    glued: list[str] = []
-    for argument in argv:
-        if glued and glued[-1] == "--socksd-args":
-            glued[-1] = f"--socksd-args={argument}"
-        else:
-            glued.append(argument)
-    options = parser.parse_args(glued)
+    options = parser.parse_args(_procs.glueOption(argv, "--socksd-args"))
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2

@@ -137,15 +137,7 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--no-save", action="store_true", help="print only; write no files"
     )
-    # "--socksd-args '--no-splice'" would read as an unknown option: glue
-    # the value to its option so that it may start with a dash.
-    glued: list[str] = []
-    for argument in argv:
-        if glued and glued[-1] == "--socksd-args":
-            glued[-1] = f"--socksd-args={argument}"
-        else:
-            glued.append(argument)
-    return parser.parse_args(glued)
+    return parser.parse_args(_procs.glueOption(argv, "--socksd-args"))
 
 
 def settingsFrom(options: argparse.Namespace) -> Settings:

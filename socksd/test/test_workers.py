@@ -135,31 +135,20 @@ class WorkersProcessTests(SynchronousTestCase):
     C{twistd -n socksd --workers 2} in a subprocess.
     """
 
-    def test_connectionsSpreadAndCleanStop(self) -> None:
+    def startWorkers(self, options: list[str]) -> tuple[subprocess.Popen, Any]:
         """
-        Two workers both serve connections on the one port (each
-        connection's log line names its worker's pid); a worker that is
-        killed is logged and replaced; SIGTERM to the parent stops the
-        parent and every worker.
+        Start C{twistd -n socksd --workers 2 OPTIONS} (killed at the end of
+        the test) and wait until both workers serve.
+
+        @return: the process, and a function that reads its log so far.
         """
-        port = freePort()
         logFile = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         self.addCleanup(os.unlink, logFile.name)
-        env = dict(os.environ, PYTHONPATH=CHECKOUT)
         process = subprocess.Popen(
-            [
-                TWISTD,
-                "-n",
-                "--pidfile=",
-                "socksd",
-                "--workers",
-                "2",
-                "--listen",
-                f"tcp:{port}:interface=127.0.0.1",
-            ],
+            [TWISTD, "-n", "--pidfile=", "socksd", "--workers", "2", *options],
             stdout=logFile,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=dict(os.environ, PYTHONPATH=CHECKOUT),
             cwd=CHECKOUT,
             start_new_session=True,
         )
@@ -180,6 +169,17 @@ class WorkersProcessTests(SynchronousTestCase):
             self.assertIsNone(process.poll(), log())
             self.assertLess(time.monotonic(), deadline, log())
             time.sleep(0.1)
+        return process, log
+
+    def test_connectionsSpreadAndCleanStop(self) -> None:
+        """
+        Two workers both serve connections on the one port (each
+        connection's log line names its worker's pid); a worker that is
+        killed is logged and replaced; SIGTERM to the parent stops the
+        parent and every worker.
+        """
+        port = freePort()
+        process, log = self.startWorkers(["--listen", f"tcp:{port}:interface=127.0.0.1"])
         workerPids = {int(pid) for _, pid in READY.findall(log())}
         self.assertEqual(len(workerPids), 2)
 
@@ -227,44 +227,14 @@ class WorkersProcessTests(SynchronousTestCase):
         except ImportError:  # pragma: no cover
             raise self.skipTest("prometheus_client is not installed")
         port, metricsPort = freePort(), freePort()
-        logFile = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-        self.addCleanup(os.unlink, logFile.name)
-        process = subprocess.Popen(
+        process, log = self.startWorkers(
             [
-                TWISTD,
-                "-n",
-                "--pidfile=",
-                "socksd",
-                "--workers",
-                "2",
                 "--listen",
                 f"tcp:{port}:interface=127.0.0.1",
                 "--metrics",
                 f"tcp:{metricsPort}:interface=127.0.0.1",
-            ],
-            stdout=logFile,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONPATH=CHECKOUT),
-            cwd=CHECKOUT,
-            start_new_session=True,
+            ]
         )
-
-        def cleanup() -> None:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
-
-        self.addCleanup(cleanup)
-
-        def log() -> str:
-            with open(logFile.name) as reader:
-                return reader.read()
-
-        deadline = time.monotonic() + 30
-        while len(set(READY.findall(log()))) < 2:
-            self.assertIsNone(process.poll(), log())
-            self.assertLess(time.monotonic(), deadline, log())
-            time.sleep(0.1)
         for _ in range(20):
             refusedConnect(port)
         counted = re.compile(
