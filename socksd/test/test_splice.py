@@ -11,8 +11,10 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -297,6 +299,36 @@ class SpliceRelayTests(_RelayTestsMixin, TestCase):
         [relay] = self.relays
         self.assertEqual((relay.up.pipeWrite, relay.down.pipeWrite), (-1, -1))
         self.assertEqual((relay.up.count, relay.down.count), (5, 5))
+        client.transport.loseConnection()
+        await self.wait(client.closed)
+
+
+    async def test_hangUpWhileReading(self) -> None:
+        """
+        When the reactor sees a hang-up on a spliced socket it reads from
+        (and so reports its end as C{readConnectionLost}), the relay takes
+        it as that source's EOF: the destination gets everything before it,
+        then the EOF, and its answer still reaches the client.
+        """
+        await self.setUpRelay()
+        client = await self.tunnel(self.digestPort)
+        client.transport.write(b"abc")
+        [relay] = self.relays
+        for _ in range(200):
+            if relay.up.count == 3:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(relay.up.count, 3)
+        # What the reactor does for a hang-up without data to read.
+        reactor._disconnectSelectable(
+            relay._client.transport, ConnectionDone(), True
+        )
+        self.assertTrue(relay.up.ended)
+        await self.wait(client.ended)
+        self.assertEqual(
+            bytes(client.received),
+            hashlib.sha256(b"abc").digest() + (3).to_bytes(8, "big"),
+        )
         client.transport.loseConnection()
         await self.wait(client.closed)
 
