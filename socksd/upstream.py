@@ -209,6 +209,10 @@ class PlainConnector:
 
     def stopConnecting(self) -> None:
         """Give up on the attempt; the factory hears nothing more."""
+        if self.state == "failing":
+            # The failure is not told yet: it will not be.
+            self.state = "disconnected"
+            return
         if self.state != "connecting":
             raise NotConnectingError()
         self._end("disconnected")
@@ -322,6 +326,10 @@ class PlainConnector:
             self._factory.clientConnectionFailed(self, Failure(error))
 
 
+#: C{connectFactory}'s default timeout: the endpoint's.
+_ENDPOINT_TIMEOUT: Any = object()
+
+
 class _ConnectFactoryMixin:
     """
     The fast path of the endpoints for address literals; see the module
@@ -334,7 +342,7 @@ class _ConnectFactoryMixin:
     _timeout: float
     _bindAddress: Any
 
-    def connectFactory(self, factory: Any, timeout: Any = "endpoint") -> IConnector:
+    def connectFactory(self, factory: Any, timeout: Any = _ENDPOINT_TIMEOUT) -> IConnector:
         """
         Connect to this endpoint's address: the same connection C{connect}
         makes (same timeout and bind address), without its Deferred; with
@@ -349,7 +357,7 @@ class _ConnectFactoryMixin:
             of its own (and then cancels with C{stopConnecting}).
         @return: the connector (C{stopConnecting} gives up on the attempt).
         """
-        if timeout == "endpoint":
+        if timeout is _ENDPOINT_TIMEOUT:
             timeout = self._timeout
         reactor = self._reactor
         if isinstance(reactor, readinessReactors()):

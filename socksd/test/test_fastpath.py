@@ -287,6 +287,23 @@ class PlainConnectorTests(TestCase):
         (reason,) = await attempt.outcome
         reason.trap(ConnectBindError)
 
+    async def test_stopConnectingBeforeFailure(self) -> None:
+        """
+        C{stopConnecting} on an attempt whose failure is not told yet (a
+        bind error, told a turn of the reactor later) keeps it untold.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        attempt = _Attempt()
+        connector = self.endpoint(9, bindAddress=taken.getsockname()).connectFactory(
+            attempt
+        )
+        connector.stopConnecting()
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(attempt.failures, 0)
+        self.assertEqual(connector.state, "disconnected")
+
     async def test_noSocket(self) -> None:
         """
         When no socket can be made (out of descriptors), the attempt fails
