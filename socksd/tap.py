@@ -475,31 +475,11 @@ def makeService(options: Options) -> service.IService:
     options["listen"] = [withBacklog(d) for d in options["listen"]]
     top = service.MultiService()
     listening = None
-    if options["metrics"]:
-        from socksd.metrics import Metrics, metricsService
-
-        if options["inherit-fds"]:
-            # A worker: it counts, and reports to its parent, which serves.
-            from socksd.server.workers import MetricsReporter
-
-            factory.metrics = Metrics()
-            MetricsReporter(factory.metrics, reactor, sys.stdout).setServiceParent(top)
-        elif options["workers"] <= 1:
-            factory.metrics = Metrics()
-            metricsService(options["metrics"], factory.metrics, reactor).setServiceParent(
-                top
-            )
     if options["workers"] > 1 or options["inherit-fds"]:
         from socksd.server import workers
 
         listening = workers.serviceFor(options, factory, reactor)
         listening.setServiceParent(top)
-        if options["metrics"] and not options["inherit-fds"]:
-            from socksd.metrics import metricsService
-
-            metricsService(
-                options["metrics"], workers.WorkersMetrics(listening), reactor
-            ).setServiceParent(top)
     elif options["tcp-fastopen"]:
         from twisted.application.internet import StreamServerEndpointService
 
@@ -513,12 +493,35 @@ def makeService(options: Options) -> service.IService:
     else:
         for description in options["listen"]:
             strports.service(description, factory).setServiceParent(top)
+    if options["metrics"]:
+        _addMetrics(options, factory, reactor, top, listening)
     RaiseFileLimit().setServiceParent(top)
     if options["rules"] and policy is not None:
         # With --workers, the parent passes SIGHUP on to its workers.
         forward = getattr(listening, "signalWorkers", None)
         _ReloadOnHangup(policy, reactor, forward).setServiceParent(top)
     return top
+
+
+def _addMetrics(
+    options: Options, factory: Any, reactor: Any, top: Any, listening: Any
+) -> None:
+    """
+    C{--metrics}: one process counts and serves; with C{--workers}, each
+    worker counts and reports to the parent (whose C{listening} is the
+    L{socksd.server.workers.WorkersService}), which alone serves them.
+    """
+    from socksd.metrics import Metrics, metricsService
+    from socksd.server import workers
+
+    if options["workers"] > 1 and not options["inherit-fds"]:
+        served: Any = workers.WorkersMetrics(listening)
+    else:
+        served = factory.metrics = Metrics()
+        if options["inherit-fds"]:
+            workers.MetricsReporter(served, reactor, sys.stdout).setServiceParent(top)
+            return
+    metricsService(options["metrics"], served, reactor).setServiceParent(top)
 
 
 @implementer(IStreamServerEndpoint)
@@ -573,9 +576,7 @@ def raiseFileLimit() -> tuple[int, int] | None:
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = FILE_LIMIT_UNLIMITED if hard == resource.RLIM_INFINITY else hard
-    if soft != resource.RLIM_INFINITY and soft >= target:
-        return None
-    if soft == resource.RLIM_INFINITY:
+    if soft == resource.RLIM_INFINITY or soft >= target:
         return None
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -62,7 +62,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from socksd.server.relay import IdleWatch, _Holding, setNoDelay, tcpTransports
+from socksd.server.relay import IdleWatch, _Holding, openPlainTcp, setNoDelay
 from socksd.upstream import readinessReactors
 
 __all__ = [
@@ -137,14 +137,9 @@ _announced: set[bool] = set()
 
 def _plainTcp(transport: Any, reactor: Any) -> bool:
     """C{transport} is an open, plain TCP transport of C{reactor}."""
-    # Exactly these classes: the attributes below are theirs.
     return (
-        type(transport) in tcpTransports()
+        openPlainTcp(transport)
         and transport.reactor is reactor
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._writeDisconnecting
-        and not transport._writeDisconnected
         and transport.producer is None
     )
 
@@ -305,8 +300,7 @@ class _SpliceDirection:
     def _poolPipe(self) -> None:
         """The pipe is empty: give it back to the pool (or close it)."""
         if self.pipeWrite >= 0:
-            limit = POOL_SIZE if POOL_SIZE is not None else _poolSize or poolSize()
-            if len(_pool) < limit:
+            if len(_pool) < poolSize():
                 _pool.append((self.pipeRead, self.pipeWrite, self.pipeSize))
                 self.pipeRead = self.pipeWrite = -1
             else:
@@ -345,9 +339,7 @@ class _SpliceDirection:
                     relay._socketError(self.source, error)
                 return
             if not data:
-                self.ended = True
-                relay._wantRead(self.source, False)
-                self._drain()
+                self.sourceEnded()
                 return
             self.count += len(data)
             if self.pending:
@@ -369,9 +361,7 @@ class _SpliceDirection:
                     return
                 break
             if moved == 0:
-                self.ended = True
-                relay._wantRead(self.source, False)
-                self._drain()
+                self.sourceEnded()
                 return
             self.inPipe += moved
             self.count += moved
@@ -385,6 +375,13 @@ class _SpliceDirection:
         # The stream paused (or the source is drained): an idle tunnel
         # holds no pipe.
         self._poolPipe()
+
+    def sourceEnded(self) -> None:
+        """The source sent EOF: stop reading it, and pass the EOF on after
+        what is still to be written."""
+        self.ended = True
+        self.relay._wantRead(self.source, False)
+        self._drain()
 
     def writable(self) -> None:
         """The sink can take bytes again."""
@@ -669,8 +666,7 @@ class SpliceRelay(IdleWatch):
         side.reading = False
         direction = side.feeds
         if not self.closed and not direction.ended:
-            direction.ended = True
-            direction._drain()
+            direction.sourceEnded()
 
     def _lost(self, side: _SpliceSocket, reason: Failure) -> None:
         """A transport's C{connectionLost} ran."""

@@ -47,6 +47,8 @@ __all__ = [
     "boundDestination",
     "setNoDelay",
     "abortTransport",
+    "openPlainTcp",
+    "tcpTransports",
     "writeNow",
 ]
 
@@ -116,6 +118,20 @@ def tcpTransports() -> tuple[type, ...]:
     return _tcpKinds
 
 
+def openPlainTcp(transport: Any) -> bool:
+    """
+    C{transport} is one of Twisted's plain TCP transports (exactly: the
+    attributes looked at are theirs), connected, and still writing.
+    """
+    return (
+        type(transport) in (_tcpKinds or tcpTransports())
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnecting
+        and not transport._writeDisconnected
+    )
+
+
 def writeNow(transport: Any, data: bytes) -> None:
     """
     Write C{data} to C{transport}; on a plain TCP transport that holds
@@ -129,11 +145,7 @@ def writeNow(transport: Any, data: bytes) -> None:
     meets and handles as usual) goes through C{transport.write}.
     """
     if (
-        type(transport) in (_tcpKinds or tcpTransports())
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._writeDisconnecting
-        and not transport._writeDisconnected
+        openPlainTcp(transport)
         and not transport._tempDataBuffer
         and len(transport.dataBuffer) <= transport.offset
     ):
