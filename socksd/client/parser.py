@@ -65,11 +65,6 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     IStreamClientEndpointStringParserWithReactor,
 )
-from twisted.internet.ssl import (
-    Certificate,
-    optionsForClientTLS,
-    trustRootFromCertificates,
-)
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
@@ -113,12 +108,29 @@ def _flag(value: str, name: str) -> bool:
     raise ValueError(f"{name}={value!r} is not yes or no")
 
 
-def _loadPEM(path: Path) -> list[Certificate]:
+def _ssl() -> Any:
+    """
+    Twisted's TLS module, imported when a string asks for C{tls=yes}, so
+    that socksd runs where pyOpenSSL is not installed (PyPy, say).
+
+    @raise ValueError: pyOpenSSL is not installed.
+    """
+    try:
+        from twisted.internet import ssl
+    except ImportError as error:
+        raise ValueError(
+            f"tls=yes needs pyOpenSSL ({error}): pip install 'twisted[tls]'"
+        ) from None
+    return ssl
+
+
+def _loadPEM(path: Path) -> list[Any]:
     """
     Every certificate in the PEM file at C{path}.
 
     @raise ValueError: a block that is not a valid certificate.
     """
+    Certificate = _ssl().Certificate
     text = path.read_text(encoding="ascii", errors="replace")
     end = "-----END CERTIFICATE-----"
     blocks = [block + end for block in text.split(end) if "-----BEGIN" in block]
@@ -149,7 +161,7 @@ def _trustRoot(pathName: str) -> Any:
         raise ValueError(f"trustRoots={pathName!r} is neither a file nor a directory")
     if not certificates:
         raise ValueError(f"trustRoots={pathName!r} holds no PEM certificate")
-    return trustRootFromCertificates(certificates)
+    return _ssl().trustRootFromCertificates(certificates)
 
 
 def _splitCommon(
@@ -193,8 +205,9 @@ def _withTLS(
     hostname = options.get("tlsHostname", host)
     if hostname.startswith("[") and hostname.endswith("]"):
         hostname = hostname[1:-1]
+    ssl = _ssl()
     trustRoot = _trustRoot(options["trustRoots"]) if "trustRoots" in options else None
-    return wrapClientTLS(optionsForClientTLS(hostname, trustRoot=trustRoot), endpoint)
+    return wrapClientTLS(ssl.optionsForClientTLS(hostname, trustRoot=trustRoot), endpoint)
 
 
 def _refuseUnknown(prefix: str, kwargs: dict[str, str], known: set[str]) -> None:

@@ -436,6 +436,12 @@ class AdoptedPortsService(service.Service):
             family = probe.family
             probe.detach()
             self._ports.append(self._reactor.adoptStreamPort(fd, family, self._factory))
+            # The socket is shared with the parent and the other workers,
+            # and must stay non-blocking or a worker that loses the race
+            # for a connection blocks in accept(); PyPy's socket objects
+            # made from a descriptor (above, and in adoptStreamPort) set
+            # it blocking.
+            os.set_blocking(fd, False)
             os.close(fd)
 
     def stopService(self) -> Any:

@@ -40,11 +40,9 @@ from twisted.internet.interfaces import (
     IStreamClientEndpointStringParserWithReactor,
 )
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.plugin import getPlugins
-from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -74,6 +72,7 @@ from socksd.client.socks4a import Socks4Handshake
 from socksd.client.socks5 import Socks5Handshake
 from socksd.auth import Authenticator, portalFromCheckers
 from socksd.server import SocksServerFactory
+from socksd.test._tls import NO_TLS
 from socksd.testing import EchoProtocol, FakeResolver
 from socksd.upstream import DirectUpstream
 
@@ -1270,6 +1269,8 @@ class EndpointStringTests(SynchronousTestCase):
         self.assertEqual(hello[:1], b"\x16")
         self.assertIn(b"example.com", hello)
         application = self.successResultOf(d)
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+
         self.assertIsInstance(application.transport, TLSMemoryBIOProtocol)
         self.assertEqual(
             application.transport.getPeer(), HostnameAddress(b"example.com", 443)
@@ -1303,6 +1304,9 @@ class EndpointStringTests(SynchronousTestCase):
                 self.parse,
                 f"socks5:example.com:443:tls=yes:trustRoots={path}",
             )
+
+    test_tlsThroughProxy.skip = NO_TLS
+    test_tlsTrustRoots.skip = NO_TLS
 
     def test_endpointForDestination(self) -> None:
         """
@@ -1557,6 +1561,8 @@ class SocksdLoopbackTests(TestCase):
         certificate, key = makeCertificate((LOOPBACK_NAME,))
         pem = Path(self.mktemp())
         pem.write_bytes(certificate)
+        from twisted.internet.ssl import PrivateCertificate
+
         options = PrivateCertificate.loadPEM(certificate + key).options()
         port = await SSL4ServerEndpoint(
             reactor, 0, options, interface="127.0.0.1"
@@ -1579,6 +1585,8 @@ class SocksdLoopbackTests(TestCase):
         self.assertEqual(bytes(protocol.received), b"over TLS")
         protocol.transport.loseConnection()
         await protocol.lost
+
+    test_tlsToDestination.skip = NO_TLS
 
 
 def makeCertificate(

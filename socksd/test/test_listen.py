@@ -22,7 +22,6 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, TestCase
@@ -32,6 +31,7 @@ from socksd.policy import Policy
 from socksd.server import ServerConfig, SocksServerFactory
 from socksd.test.test_chain import PAYLOAD, Collector, settle
 from socksd.test.interop import InteropTestCase
+from socksd.test._tls import NO_TLS
 from socksd.test.test_client import makeCertificate
 from socksd.testing import EchoProtocol, FakeResolver
 
@@ -122,6 +122,8 @@ class ListenTests(TestCase):
         listener (a certificate made for the test, checked against it),
         carries bytes to the echo server and back.
         """
+        from twisted.internet.ssl import Certificate, optionsForClientTLS
+
         certificate, key = makeCertificate(dnsNames=("localhost",))
         directory = Path(self.mktemp())
         directory.mkdir()
@@ -174,6 +176,8 @@ class ListenTests(TestCase):
             await deferLater(reactor, 0.02, lambda: None)
         [event] = self.connectionEvents(events)
         return received, event
+
+    test_tls.skip = NO_TLS
 
     async def test_proxyV1(self) -> None:
         """
@@ -231,6 +235,7 @@ class PythonSocksTLSTests(InteropTestCase):
     """
 
     timeout = 30
+    skip = NO_TLS
 
     async def test_proxySSL(self) -> None:
         """

@@ -9,6 +9,7 @@ from twisted.internet import reactor
 from twisted.internet.protocol import Factory
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import Agent, readBody
+from twisted.web.http_headers import Headers
 
 from socksd.metrics import Metrics, metricsSite, refusalKind
 from socksd.policy import Policy
@@ -41,13 +42,28 @@ class RefusalKindTests(SynchronousTestCase):
 class ScrapeTests(LoopbackBase):
     """A server's metrics, scraped over loopback."""
 
-    async def scrape(self) -> str:
-        """GET /metrics from the metrics site."""
+    async def scrape(self, accept: bytes | None = None) -> str:
+        """GET /metrics from the metrics site, with C{accept} if given."""
         agent = Agent(reactor)
         url = f"http://127.0.0.1:{self.metricsPort}/metrics".encode("ascii")
-        response = await self.wait(agent.request(b"GET", url))
+        headers = None if accept is None else Headers({b"accept": [accept]})
+        response = await self.wait(agent.request(b"GET", url, headers))
         self.assertEqual(response.code, 200)
+        contentType = response.headers.getRawHeaders(b"content-type")[0]
+        expected = b"application/openmetrics-text" if accept else b"text/plain"
+        self.assertTrue(contentType.startswith(expected), contentType)
         return (await self.wait(readBody(response))).decode("utf-8")
+
+    async def test_openMetrics(self) -> None:
+        """
+        A scraper that asks for OpenMetrics gets it (its text ends with
+        C{# EOF}); one that asks for nothing gets Prometheus' text format.
+        """
+        self.metricsPort = await self.listen(metricsSite(Metrics()))
+        text = await self.scrape(b"application/openmetrics-text; version=1.0.0")
+        self.assertTrue(text.endswith("# EOF\n"), text[-40:])
+        self.assertIn("socksd_tunnels 0.0", text)
+        self.assertNotIn("# EOF", await self.scrape())
 
     async def test_connectionsAndBytes(self) -> None:
         """

@@ -282,7 +282,7 @@ class SpliceRelayTests(_RelayTestsMixin, TestCase):
 
     def setUp(self) -> None:
         if getattr(os, "splice", None) is None:
-            raise self.skipTest("os.splice is Linux-only")
+            raise self.skipTest("no os.splice here (Linux CPython has it, PyPy not)")
 
 
     async def test_idleHoldsNoPipe(self) -> None:

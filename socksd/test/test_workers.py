@@ -17,16 +17,18 @@ import time
 
 from typing import Any
 
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import socksd
 from socksd.server import workers
 from socksd.server.workers import (
     METRICS_LINE,
+    AdoptedPortsService,
     MetricsReporter,
     WorkersMetrics,
     WorkersService,
@@ -255,6 +257,36 @@ class WorkersProcessTests(SynchronousTestCase):
         self.assertTrue({worker for worker, _ in found} <= {"1", "2"}, found)
         self.assertNotIn("Address already in use", log())
         self.assertNotIn("died", log())
+
+
+class AdoptedPortsTests(TestCase):
+    """
+    A worker's L{AdoptedPortsService} on an inherited listening socket.
+    """
+
+    async def test_nonBlocking(self) -> None:
+        """
+        The adopted socket is non-blocking whatever state it came in (the
+        workers share it: one that lost the race for a connection would
+        block in accept()), and stopping the service closes the worker's
+        copy.
+        """
+        from twisted.internet import reactor
+
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.setblocking(True)
+        inherited = os.dup(listener.fileno())
+        service = AdoptedPortsService(reactor, [inherited], Factory())
+        service.startService()
+        [port] = service._ports
+        self.assertFalse(os.get_blocking(listener.fileno()))
+        self.assertEqual(port.getHost().port, listener.getsockname()[1])
+        adopted = port.fileno()
+        await service.stopService()
+        self.assertRaises(OSError, os.fstat, adopted)
 
 
 class HangupTests(SynchronousTestCase):
