@@ -156,6 +156,47 @@ def _findSocksd() -> str | None:
     return _socksdFound[twistd]
 
 
+_pypyOverride: list[str] = []
+# twistd, run by an interpreter given as a path: "python -m twisted" is twist.
+_TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
+def setPypy(path: str) -> None:
+    """
+    Also run socksd on the interpreter C{path} (a PyPy 3.11 with socksd's
+    dependencies installed), as the server C{socksd-pypy}.
+    """
+    _pypyOverride[:] = [path]
+
+
+def _findSocksdPypy() -> str | None:
+    if not _pypyOverride:
+        return None
+    pypy = _pypyOverride[0]
+    if not os.access(pypy, os.X_OK):
+        pypy = shutil.which(pypy) or ""
+    if not pypy:
+        return None
+    help = _outputOf([pypy, "-c", _TWISTD, "socksd", "--help"], _socksdEnvironment())
+    return pypy if "--listen" in help else None
+
+
+def _interpreterVersion(program: str) -> str:
+    return _outputOf(
+        [
+            program,
+            "-c",
+            "import platform, socksd; print('socksd', socksd.__version__, 'on',"
+            " platform.python_implementation(), platform.python_version())",
+        ],
+        _socksdEnvironment(),
+    )
+
+
+def _socksdPypyCommand(launch: Launch) -> list[str]:
+    return [launch.program, "-c", _TWISTD, *_socksdCommand(launch)[1:]]
+
+
 def _socksdVersion(program: str) -> str:
     python = Path(program).parent / "python"
     interpreter = str(python) if python.exists() else sys.executable
@@ -258,6 +299,17 @@ SERVERS: tuple[ServerSpec, ...] = (
         command=_socksdCommand,
         install="pip install -e . in the checkout, then run the harness with that virtualenv's python",
         version=_socksdVersion,
+        environment=_socksdEnvironment,
+    ),
+    ServerSpec(
+        name="socksd-pypy",
+        summary="this project on PyPy (twistd -n socksd run by --pypy)",
+        protocol="socks5",
+        features=frozenset({"auth"}),
+        find=_findSocksdPypy,
+        command=_socksdPypyCommand,
+        install="a PyPy 3.11 with socksd installed, passed as --pypy PYPY",
+        version=_interpreterVersion,
         environment=_socksdEnvironment,
     ),
     ServerSpec(

@@ -94,6 +94,11 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         "--twistd", default=None, help="the twistd to run socksd and twistd-socks with"
     )
     parser.add_argument(
+        "--pypy",
+        default=None,
+        help="a PyPy 3.11 interpreter with socksd installed: adds the server socksd-pypy",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=None,
@@ -113,6 +118,12 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         type=float,
         default=None,
         help="measured seconds per tunnels/s figure",
+    )
+    parser.add_argument(
+        "--tps-warmup",
+        type=float,
+        default=None,
+        help="unmeasured seconds of load before each tunnels/s figure (PyPy's JIT wants ~10)",
     )
     parser.add_argument(
         "--load-processes",
@@ -155,6 +166,8 @@ def settingsFrom(options: argparse.Namespace) -> Settings:
         changes["bulkBytesEach"] = max(1, (options.bulk_mib << 20) // 4)
     if options.tps_seconds is not None:
         changes["tpsSeconds"] = options.tps_seconds
+    if options.tps_warmup is not None:
+        changes["tpsWarmup"] = options.tps_warmup
     values = asdict(base)
     values.update(changes)
     return Settings(**values)
@@ -263,7 +276,7 @@ def runScenario(
                     workDirectory / f"{scenario.name}-{spec.name}",
                     context.echo,
                     auth=scenario.auth,
-                    extraArgs=socksdArgs if spec.name == "socksd" else (),
+                    extraArgs=socksdArgs if spec.name.startswith("socksd") else (),
                 )
                 rows[spec.name]["command"] = running[spec.name].command
             except _servers.ServerFailed as error:
@@ -384,6 +397,8 @@ def main(argv: list[str]) -> int:
     specs = [spec for spec in _servers.SERVERS if spec.name in options.servers]
     if options.twistd:
         _servers.setTwistd(options.twistd)
+    if options.pypy:
+        _servers.setPypy(options.pypy)
 
     pinned = None
     if options.pin_proxy:
@@ -428,8 +443,9 @@ def main(argv: list[str]) -> int:
             "version": spec.version(program) if program else "",
             "reason": available[spec.name],
         }
-    if options.socksd_args and "socksd" in run["servers"]:
-        run["servers"]["socksd"]["extraArgs"] = shlex.split(options.socksd_args)
+    for name in ("socksd", "socksd-pypy"):
+        if options.socksd_args and name in run["servers"]:
+            run["servers"][name]["extraArgs"] = shlex.split(options.socksd_args)
 
     log = sys.stderr
     for name, info in run["servers"].items():

@@ -51,6 +51,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 
 try:
     import fcntl
@@ -123,7 +124,45 @@ _pool: list[tuple[int, int, int]] = []
 
 _F_SETPIPE_SZ = 1031
 _F_GETPIPE_SZ = 1032
-_SPLICE = getattr(os, "splice", None)
+
+
+def cffiSplice() -> Any:
+    """
+    C{os.splice}'s stand-in where the C{os} module lacks it (PyPy): libc's
+    splice(2) called through cffi (PyPy ships it, and its JIT makes the
+    call cheap), with C{os.splice}'s arguments and its C{OSError}s; no
+    offsets (sockets and pipes have none).
+
+    @return: the function, or L{None} off Linux or without cffi.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        from cffi import FFI
+    except ImportError:
+        return None
+    ffi = FFI()
+    ffi.cdef(
+        "ssize_t splice(int fd_in, void *off_in, int fd_out, void *off_out,"
+        " size_t len, unsigned int flags);"
+    )
+    try:
+        call = ffi.dlopen(None).splice
+    except (OSError, AttributeError):  # pragma: no cover (a libc without it)
+        return None
+    null = ffi.NULL
+
+    def splice(src: int, dst: int, count: int, flags: int = 0) -> int:
+        moved: int = call(src, null, dst, null, count, flags)
+        if moved < 0:
+            code = ffi.errno
+            raise OSError(code, os.strerror(code))
+        return moved
+
+    return splice
+
+
+_SPLICE = getattr(os, "splice", None) or cffiSplice()
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
 
@@ -146,8 +185,8 @@ def _plainTcp(transport: Any, reactor: Any) -> bool:
 
 def spliceSupported(clientTransport: Any, upstreamTransport: Any, reactor: Any) -> bool:
     """
-    Tell whether L{SpliceRelay} can join these two transports: C{os.splice}
-    exists (Linux), both are plain, open TCP transports (C{tcp.Server} or
+    Tell whether L{SpliceRelay} can join these two transports: splice(2)
+    can be called (C{os.splice}, or L{cffiSplice} on PyPy: Linux), both are plain, open TCP transports (C{tcp.Server} or
     C{tcp.Client}, not TLS, not PROXY-protocol wrappers, not UNIX sockets)
     of C{reactor}, and C{reactor} is epoll, poll or select based.
     """

@@ -403,7 +403,7 @@ class PipePoolTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         if _splice._SPLICE is None:
-            raise self.skipTest("no os.splice here (Linux CPython has it, PyPy not)")
+            raise self.skipTest("no splice(2) here (Linux only)")
         self.patch(_splice, "_pool", [])
 
     def direction(self) -> Any:

@@ -281,8 +281,8 @@ class SpliceRelayTests(_RelayTestsMixin, TestCase):
     splice = True
 
     def setUp(self) -> None:
-        if getattr(os, "splice", None) is None:
-            raise self.skipTest("no os.splice here (Linux CPython has it, PyPy not)")
+        if _splice._SPLICE is None:
+            raise self.skipTest("no splice(2) here (Linux only)")
 
 
     async def test_idleHoldsNoPipe(self) -> None:
@@ -386,3 +386,60 @@ class SpliceSupportedTests(SynchronousTestCase):
         """
         self.assertTrue(ServerConfig().splice)
         self.assertFalse(ServerConfig(splice=False).splice)
+
+
+class CffiSpliceTests(SynchronousTestCase):
+    """
+    L{_splice.cffiSplice}, the splice(2) PyPy uses, behaves as C{os.splice}
+    does: bytes moved, and C{OSError}s with the system's error numbers.
+    """
+
+    def setUp(self) -> None:
+        self.splice = _splice.cffiSplice()
+        if self.splice is None:
+            raise self.skipTest("cffiSplice needs Linux and cffi")
+        import socket
+
+        self.source, self.peer = socket.socketpair()
+        self.addCleanup(self.source.close)
+        self.addCleanup(self.peer.close)
+        self.source.setblocking(False)
+        self.pipeRead, self.pipeWrite = os.pipe2(os.O_NONBLOCK)
+        self.addCleanup(os.close, self.pipeRead)
+        self.addCleanup(os.close, self.pipeWrite)
+
+    def test_moves(self) -> None:
+        """
+        Bytes go from a socket into a pipe and from the pipe into a socket;
+        the count moved is returned; EOF is 0.
+        """
+        self.peer.sendall(b"spliced bytes")
+        moved = self.splice(
+            self.source.fileno(), self.pipeWrite, 65536, flags=_splice._FLAGS
+        )
+        self.assertEqual(moved, 13)
+        moved = self.splice(self.pipeRead, self.source.fileno(), 5, flags=_splice._FLAGS)
+        self.assertEqual(moved, 5)
+        self.assertEqual(self.peer.recv(100), b"splic")
+        self.assertEqual(os.read(self.pipeRead, 100), b"ed bytes")
+        self.peer.shutdown(1)
+        self.assertEqual(
+            self.splice(self.source.fileno(), self.pipeWrite, 100, flags=_splice._FLAGS),
+            0,
+        )
+
+    def test_errors(self) -> None:
+        """
+        Nothing to read is C{EAGAIN} (a L{BlockingIOError}); a closed
+        descriptor is C{EBADF}.
+        """
+        import errno
+
+        with self.assertRaises(BlockingIOError) as caught:
+            self.splice(self.source.fileno(), self.pipeWrite, 100, flags=_splice._FLAGS)
+        self.assertEqual(caught.exception.errno, errno.EAGAIN)
+        closed = os.dup(self.pipeWrite)
+        os.close(closed)
+        with self.assertRaises(OSError) as caught:
+            self.splice(self.source.fileno(), closed, 100, flags=_splice._FLAGS)
+        self.assertEqual(caught.exception.errno, errno.EBADF)
