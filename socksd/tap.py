@@ -33,6 +33,18 @@ _OPEN_PROXY = (
 )
 
 
+def _tlsMissing() -> str | None:
+    """
+    Why Twisted's TLS cannot be imported here (pyOpenSSL is optional on
+    PyPy), or L{None} when it can.
+    """
+    try:
+        from twisted.internet import ssl  # noqa: F401
+    except ImportError as error:
+        return str(error)
+    return None
+
+
 def _listensBeyondLoopback(description: str) -> bool:
     """
     Tell whether a server endpoint description accepts non-local clients.
@@ -290,6 +302,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 beyond = _listensBeyondLoopback(description)
             except Exception as error:
                 raise usage.UsageError(f"bad --listen {description!r}: {error}")
+            kind = description.replace("haproxy:", "").partition(":")[0]
+            missing = _tlsMissing() if kind == "ssl" else None
+            if missing:
+                raise usage.UsageError(
+                    f"--listen {description!r} needs pyOpenSSL ({missing}):"
+                    " pip install 'socksd[tls]'"
+                )
             limited = (
                 self.get("credCheckers")
                 or self["allowClients"]

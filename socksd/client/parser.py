@@ -119,7 +119,7 @@ def _ssl() -> Any:
         from twisted.internet import ssl
     except ImportError as error:
         raise ValueError(
-            f"tls=yes needs pyOpenSSL ({error}): pip install 'twisted[tls]'"
+            f"tls=yes needs pyOpenSSL ({error}): pip install 'socksd[tls]'"
         ) from None
     return ssl
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from socksd import tap
 from socksd.tap import DEFAULT_LISTEN, Options, _listensBeyondLoopback
 
 
@@ -122,3 +123,21 @@ class OptionsTests(SynchronousTestCase):
         A malformed C{--listen} description is a usage error, not a crash.
         """
         self.assertRaises(usage.UsageError, self.parse, "--listen", "tcp:1080:interface")
+
+    def test_tlsMissing(self) -> None:
+        """
+        Where pyOpenSSL is not installed (PyPy, say), an C{ssl:} listener,
+        also behind C{haproxy:}, is a usage error that says what to
+        install; other listeners do not care.
+        """
+        self.patch(tap, "_tlsMissing", lambda: "No module named 'OpenSSL'")
+        for description in (
+            "ssl:1443:interface=127.0.0.1:privateKey=k.pem",
+            "haproxy:ssl:1443:interface=127.0.0.1:privateKey=k.pem",
+        ):
+            error = self.assertRaises(
+                usage.UsageError, self.parse, "--listen", description
+            )
+            self.assertIn("socksd[tls]", str(error))
+            self.assertIn("OpenSSL", str(error))
+        self.parse("--listen", "tcp:1080:interface=127.0.0.1")
