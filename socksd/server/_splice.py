@@ -8,7 +8,7 @@ each direction's bytes itself.  A direction without a pipe reads up to
 L{BURST_READ} bytes into Python and sends them on: a message costs two
 system calls either way, and needs no pipe.  A read that fills
 L{BURST_READ} is a stream in full flow: the direction takes a pipe and moves
-the bytes with C{os.splice}, socket to pipe to socket, so they never enter
+the bytes with splice(2), socket to pipe to socket, so they never enter
 Python, reading again at once (up to L{BURST} times per readiness event)
 while reads stay large, and gives the pipe back when the stream pauses with
 the pipe drained.  It keeps the ordinary relay's
@@ -186,9 +186,10 @@ def _plainTcp(transport: Any, reactor: Any) -> bool:
 def spliceSupported(clientTransport: Any, upstreamTransport: Any, reactor: Any) -> bool:
     """
     Tell whether L{SpliceRelay} can join these two transports: splice(2)
-    can be called (C{os.splice}, or L{cffiSplice} on PyPy: Linux), both are plain, open TCP transports (C{tcp.Server} or
-    C{tcp.Client}, not TLS, not PROXY-protocol wrappers, not UNIX sockets)
-    of C{reactor}, and C{reactor} is epoll, poll or select based.
+    can be called (Linux: C{os.splice}, or L{cffiSplice} on PyPy), both
+    are plain, open TCP transports (C{tcp.Server} or C{tcp.Client}, not
+    TLS, not PROXY-protocol wrappers, not UNIX sockets) of C{reactor}, and
+    C{reactor} is epoll, poll or select based.
     """
     if _SPLICE is None:
         return False
