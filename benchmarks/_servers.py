@@ -126,10 +126,14 @@ def setTwistd(path: str) -> None:
     _twistdOverride[:] = [path]
 
 
+def _executable(path: str) -> str | None:
+    """C{path} if it can be run, else the program of that name on C{PATH}."""
+    return path if os.access(path, os.X_OK) else shutil.which(path)
+
+
 def _findTwistd() -> str | None:
     if _twistdOverride:
-        path = _twistdOverride[0]
-        return path if os.access(path, os.X_OK) else shutil.which(path)
+        return _executable(_twistdOverride[0])
     return _sibling("twistd")
 
 
@@ -172,21 +176,20 @@ def setPypy(path: str) -> None:
 def _findSocksdPypy() -> str | None:
     if not _pypyOverride:
         return None
-    pypy = _pypyOverride[0]
-    if not os.access(pypy, os.X_OK):
-        pypy = shutil.which(pypy) or ""
-    if not pypy:
+    pypy = _executable(_pypyOverride[0])
+    if pypy is None:
         return None
     help = _outputOf([pypy, "-c", _TWISTD, "socksd", "--help"], _socksdEnvironment())
     return pypy if "--listen" in help else None
 
 
-def _interpreterVersion(program: str) -> str:
+def _interpreterVersion(interpreter: str) -> str:
+    """socksd's version and the interpreter's, e.g. C{0.1.0 on PyPy 3.11.17}."""
     return _outputOf(
         [
-            program,
+            interpreter,
             "-c",
-            "import platform, socksd; print('socksd', socksd.__version__, 'on',"
+            "import platform, socksd; print(socksd.__version__, 'on',"
             " platform.python_implementation(), platform.python_version())",
         ],
         _socksdEnvironment(),
@@ -199,11 +202,7 @@ def _socksdPypyCommand(launch: Launch) -> list[str]:
 
 def _socksdVersion(program: str) -> str:
     python = Path(program).parent / "python"
-    interpreter = str(python) if python.exists() else sys.executable
-    return _outputOf(
-        [interpreter, "-c", "import socksd; print(socksd.__version__)"],
-        _socksdEnvironment(),
-    )
+    return _interpreterVersion(str(python) if python.exists() else sys.executable)
 
 
 def _socksdCommand(launch: Launch) -> list[str]:

@@ -443,9 +443,9 @@ def main(argv: list[str]) -> int:
             "version": spec.version(program) if program else "",
             "reason": available[spec.name],
         }
-    for name in ("socksd", "socksd-pypy"):
-        if options.socksd_args and name in run["servers"]:
-            run["servers"][name]["extraArgs"] = shlex.split(options.socksd_args)
+    for name, info in run["servers"].items():
+        if options.socksd_args and name.startswith("socksd"):
+            info["extraArgs"] = shlex.split(options.socksd_args)
 
     log = sys.stderr
     for name, info in run["servers"].items():

@@ -5,8 +5,10 @@ tests both relays must pass (run once with splice and once without).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import socket
 from typing import Any
 
 from twisted.internet import reactor
@@ -398,8 +400,6 @@ class CffiSpliceTests(SynchronousTestCase):
         self.splice = _splice.cffiSplice()
         if self.splice is None:
             raise self.skipTest("cffiSplice needs Linux and cffi")
-        import socket
-
         self.source, self.peer = socket.socketpair()
         self.addCleanup(self.source.close)
         self.addCleanup(self.peer.close)
@@ -433,8 +433,6 @@ class CffiSpliceTests(SynchronousTestCase):
         Nothing to read is C{EAGAIN} (a L{BlockingIOError}); a closed
         descriptor is C{EBADF}.
         """
-        import errno
-
         with self.assertRaises(BlockingIOError) as caught:
             self.splice(self.source.fileno(), self.pipeWrite, 100, flags=_splice._FLAGS)
         self.assertEqual(caught.exception.errno, errno.EAGAIN)
