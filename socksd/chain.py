@@ -35,11 +35,8 @@ Route matches (L{parseMatch}):
 
 from __future__ import annotations
 
-import hmac
-import os
 import re
 from dataclasses import dataclass, field
-from hashlib import sha256
 from ipaddress import IPv4Address, IPv6Address, ip_network
 from typing import Any, Callable, Sequence
 
@@ -55,6 +52,7 @@ from socksd.client import DEFAULT_PROXY, SOCKS5ClientEndpoint
 from socksd.client.parser import SOCKS4AEndpointParser, SOCKS5EndpointParser
 from socksd.errors import NotAllowed, SocksError
 from socksd.interfaces import ConnectContext, IResolver, IUpstreamFactory
+from socksd.isolation import isolationCredentials
 from socksd.upstream import FailingEndpoint
 
 __all__ = [
@@ -78,9 +76,6 @@ log = Logger()
 CHAIN_KINDS = {"socks5": SOCKS5EndpointParser, "socks4a": SOCKS4AEndpointParser}
 
 _TRUE = {"yes", "true", "on", "1"}
-#: A per-process secret, so that the credentials derived from isolation
-#: keys say nothing about the keys (a client's password never goes upstream).
-_ISOLATION_SECRET = os.urandom(32)
 
 
 def isProxyFailure(failure: Failure) -> bool:
@@ -100,28 +95,6 @@ def isProxyFailure(failure: Failure) -> bool:
     if isinstance(error, SocksError) and error.replyCode is not None:
         return False
     return True
-
-
-def isolationCredentials(isolationKey: Any) -> tuple[bytes, bytes] | None:
-    """
-    The username and password that carry C{isolationKey} to an upstream
-    proxy: when C{socksd.server.tor} has an C{upstreamCredentials}, its
-    answer; otherwise a keyed hash of the key, so distinct keys give
-    distinct credentials and equal keys equal ones, within this process.
-
-    @return: L{None} for no isolation key.
-    """
-    if isolationKey is None:
-        return None
-    try:
-        from socksd.server.tor import upstreamCredentials
-    except ImportError:
-        upstreamCredentials = None
-    if upstreamCredentials is not None:
-        return upstreamCredentials(isolationKey)
-    digest = hmac.new(_ISOLATION_SECRET, repr(isolationKey).encode(), sha256)
-    tag = digest.hexdigest()
-    return (b"socksd-" + tag[:24].encode("ascii"), tag[24:48].encode("ascii"))
 
 
 @implementer(IUpstreamFactory)

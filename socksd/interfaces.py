@@ -10,13 +10,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from zope.interface import Attribute, Interface
+from zope.interface import Interface
 
 from socksd.address import Destination
 
-__all__ = ["ConnectContext", "IUpstreamFactory", "IResolver", "IPolicy"]
+__all__ = [
+    "ConnectContext",
+    "Decision",
+    "ALLOW",
+    "IUpstreamFactory",
+    "IResolver",
+    "IPolicy",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,19 +92,74 @@ class IResolver(Interface):
         """
 
 
-class IPolicy(Interface):
-    """Decides who may use the proxy, and to reach what."""
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """
+    What a policy decided about one request.
 
-    requireResolvedCheck = Attribute(
-        "True when destinations given by name must be resolved and the "
-        "addresses checked too (so a name cannot smuggle a denied address)."
-    )
+    @ivar allowed: may the request go ahead?
+    @ivar reason: why it is refused (for the log), or L{None}.
+    @ivar rule: the name of the rule that decided (for the log), or
+        L{None} when no named rule did.
+    @ivar upstream: the L{IUpstreamFactory} this request goes through, or
+        L{None} for the server's own.
+    @ivar bandwidth: bytes per second per tunnel direction, or L{None}.
+    @ivar bindAddress: the local C{(host, port)} the connection to the
+        destination leaves from, or L{None} (the server's choice).
+    @ivar checkAddresses: the destination is a name whose resolved
+        addresses the policy wants to see (L{IPolicy.decideResolved})
+        before the request goes ahead, when the server resolves the name
+        itself.
+    """
+
+    allowed: bool
+    reason: str | None = None
+    rule: str | None = None
+    upstream: Any = None
+    bandwidth: float | None = None
+    bindAddress: tuple[str, int] | None = None
+    checkAddresses: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.allowed and (
+            self.bindAddress is not None
+            or self.bandwidth is not None
+            or self.upstream is not None
+        ):
+            raise ValueError("a refusal has no upstream, bind address or bandwidth")
+
+
+#: The decision of a server without a policy: allowed, nothing to add.
+ALLOW = Decision(True)
+
+
+class IPolicy(Interface):
+    """
+    Decides who may use the proxy, and to reach what: everything the
+    server asks a policy is declared here.
+    """
 
     def allowClient(client: Any) -> bool:
         """May C{client} (a Twisted C{IAddress}) use the proxy at all?"""
 
-    def allowRequest(context: ConnectContext, destination: Destination) -> bool:
-        """May this request go to C{destination}?  Called before resolving."""
+    def decide(context: ConnectContext, destination: Destination) -> Decision:
+        """
+        Decide on a request before anything is resolved: allowed or not,
+        the rule, and for an allowed request its upstream, bandwidth and
+        outgoing address.
+        """
 
-    def allowAddress(context: ConnectContext, address: IPv4Address | IPv6Address, port: int) -> bool:
-        """May this request go to the resolved C{address}?"""
+    def decideResolved(
+        context: ConnectContext,
+        destination: Destination,
+        addresses: Sequence[IPv4Address | IPv6Address],
+        decision: Decision,
+    ) -> Decision:
+        """
+        Decide again once C{destination}'s name resolved to C{addresses},
+        for a C{decision} that asked for it (L{Decision.checkAddresses}).
+
+        It can only refuse more: an allowed C{decision} may become a
+        refusal, or gain the bandwidth and outgoing address that the rules
+        give those addresses; a refusal stays a refusal.
+        """

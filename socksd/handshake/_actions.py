@@ -1,0 +1,231 @@
+"""
+What a server handshake gives its connection: a small closed set of frozen
+actions, and the version-neutral L{Request} value.
+
+A handshake (L{ServerHandshake}) takes the client's bytes and returns
+actions, in order, for the connection to carry out:
+
+  - L{Send}: write these bytes to the client (a method selection, an
+    authentication reply);
+  - L{CheckCredentials}: check this username and password; the connection
+    answers with L{ServerHandshake.credentialsChecked} or
+    L{ServerHandshake.credentialsRefused}, which return more actions;
+  - L{RequestReady}: the request is in (authenticated where needed); the
+    connection's pipeline serves it and answers with
+    L{ServerHandshake.reply};
+  - L{Refuse}: write these last bytes (maybe none), then close.
+
+Nothing here imports Twisted: the handshakes are tested with hex vectors fed
+at every split, like the codecs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Mapping, Protocol, Union
+
+from socksd.address import Destination
+from socksd.replies import ReplyProfile
+
+__all__ = [
+    "Send",
+    "CheckCredentials",
+    "RequestReady",
+    "Refuse",
+    "Action",
+    "Request",
+    "HandshakeSettings",
+    "ReplyLabel",
+    "ServerHandshake",
+]
+
+#: How a log event names the reply a client got: a reply code (an
+#: C{IntEnum} of L{socksd.replies}), or a name for replies that have no code
+#: table (C{"NO_ACCEPTABLE_METHODS"}, C{"VERSION_MISMATCH"}, C{"HTTP_403"}).
+ReplyLabel = Union[IntEnum, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """
+    One client request, the same for every version: what the pipeline
+    serves.
+
+    @ivar version: the SOCKS version (4, 5 or 6), or 0 for HTTP CONNECT.
+    @ivar protocol: the protocol's name for logs: C{"socks4"},
+        C{"socks4a"}, C{"socks5"}, C{"socks6"} or C{"http"}.
+    @ivar command: the raw command code (1 CONNECT, 2 BIND, 3 UDP
+        ASSOCIATE, 0xF0 RESOLVE, 0xF1 RESOLVE_PTR, SOCKS6's 0 NOOP).
+    @ivar destination: the address and port the client named.
+    @ivar profile: the reply profile the client negotiated.
+    @ivar user: the authenticated avatar (what the authenticator returned,
+        or the SOCKS6 session's user), or L{None}.
+    @ivar credentials: the username and password the client sent (checked
+        or not), or L{None}.
+    @ivar isolation: the client's isolation credentials, for
+        L{socksd.isolation.isolationKeyFor}: a SOCKS5 C{(username,
+        password)} (with proposal 229's other pairs after them), a SOCKS4
+        C{(userId,)}, or L{None}.
+    @ivar pairs: proposal 229 key/value pairs beyond USERNAME and PASSWD.
+    @ivar socks6: the SOCKS6 request message
+        (L{socksd.wire.socks6.Request}: stack options, backlog, initial
+        data), or L{None} for other versions.
+    @ivar session: the SOCKS6 session the request belongs to (or opened),
+        or L{None}.
+    """
+
+    version: int
+    protocol: str
+    command: int
+    destination: Destination
+    profile: ReplyProfile
+    user: Any = None
+    credentials: tuple[bytes, bytes] | None = None
+    isolation: tuple[Any, ...] | None = None
+    pairs: Mapping[bytes, bytes] = field(default_factory=dict)
+    socks6: Any = None
+    session: Any = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.destination, Destination):
+            raise TypeError(f"destination must be a Destination, not {self.destination!r}")
+        if not isinstance(self.profile, ReplyProfile):
+            raise TypeError(f"profile must be a ReplyProfile, not {self.profile!r}")
+        if not 0 <= self.command <= 0xFF:
+            raise ValueError(f"command {self.command!r} is not a byte")
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeSettings:
+    """
+    What every handshake of one server needs to know, made once per server
+    (L{socksd.server.SocksServerFactory} builds it from its configuration).
+
+    @ivar requireAuth: the server has an authenticator: clients must
+        authenticate (SOCKS5 method 02 or 0x97, SOCKS6 username/password,
+        HTTP Basic credentials); without one, credentials a client sends
+        are accepted unchecked and only isolate (Tor's leniency).
+    @ivar preferNoAuth: without an authenticator, a SOCKS5 client offering
+        both 00 and 02 gets 00 (Tor's C{PreferSOCKSNoAuth}).
+    @ivar socks4WithAuth: with an authenticator, serve SOCKS4 and SOCKS4A
+        clients anyway (they cannot send a password); else they are refused.
+    @ivar extendedErrors: Tor's extended SOCKS5 reply codes (the
+        C{SOCKS5_EXTENDED} profile).
+    @ivar httpConnect: serve HTTP CONNECT; else every HTTP request gets the
+        "this is a SOCKS proxy" page.
+    """
+
+    requireAuth: bool = False
+    preferNoAuth: bool = False
+    socks4WithAuth: bool = False
+    extendedErrors: bool = False
+    httpConnect: bool = False
+
+    @property
+    def socks5Profile(self) -> ReplyProfile:
+        """The profile of a SOCKS5 client that did not offer method 0x97."""
+        return (
+            ReplyProfile.SOCKS5_EXTENDED if self.extendedErrors else ReplyProfile.SOCKS5
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Write C{data} to the client; the handshake goes on."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CheckCredentials:
+    """
+    Check C{username} and C{password} with the server's authenticator, then
+    call the handshake's C{credentialsChecked(avatar)} or
+    C{credentialsRefused()}.
+    """
+
+    username: bytes
+    password: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReady:
+    """
+    The client's request is in: serve it.  Bytes the client sent after it
+    are L{ServerHandshake.unconsumed}.
+    """
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """
+    Write C{data} (the last reply, maybe empty), then close.
+
+    @ivar reason: how the connection ends, in words, for its log event.
+    @ivar reply: the reply sent, for the log event, or L{None} when none
+        (or no named one) was sent.
+    @ivar request: the request that was refused, when one was parsed (its
+        command and destination go in the log event).
+    """
+
+    data: bytes
+    reason: str
+    reply: ReplyLabel | None = None
+    request: Request | None = None
+
+
+Action = Union[Send, CheckCredentials, RequestReady, Refuse]
+
+
+class ServerHandshake(Protocol):
+    """
+    One connection's server handshake, without I/O.  A handshake object
+    serves one connection; after it returned L{RequestReady} or L{Refuse},
+    only L{reply}, L{replyLabel} and L{unconsumed} are called.
+    """
+
+    #: The protocol's name for logs (see L{Request.protocol}); L{None}
+    #: until the first bytes name one.
+    protocol: str | None
+    #: The SOCKS version, or L{None} (HTTP).
+    version: int | None
+    #: The reply profile the client negotiated so far.
+    profile: ReplyProfile
+
+    def dataReceived(self, data: bytes) -> list[Action]:
+        """Take bytes from the client; the first call has the first byte."""
+
+    def credentialsChecked(self, user: Any) -> list[Action]:
+        """The credentials of the last L{CheckCredentials} are good."""
+
+    def credentialsRefused(self) -> list[Action]:
+        """The credentials of the last L{CheckCredentials} are not."""
+
+    def clientEnded(self) -> list[Action]:
+        """
+        The client sent EOF.  Before the request is complete this is a
+        L{Refuse}; while credentials are checked the EOF is remembered (the
+        request may be in), and a request that then never completes is
+        refused after the check.
+        """
+
+    def buffered(self) -> int:
+        """How many bytes wait in the handshake, not yet parsed."""
+
+    def unconsumed(self) -> bytes:
+        """Take the bytes that came after the request (optimistic data)."""
+
+    def reply(
+        self, code: IntEnum, bound: Destination | None = None, options: tuple[Any, ...] = ()
+    ) -> bytes:
+        """
+        The reply to the request: C{code} from L{socksd.replies} (valid for
+        L{profile}), the bound address of a success (L{None}: the
+        unspecified address), and SOCKS6 options for the Operation Reply.
+        """
+
+    def replyLabel(self, code: IntEnum) -> ReplyLabel:
+        """How the log names the reply L{reply} builds for C{code}."""
