@@ -1,0 +1,492 @@
+"""
+The decisions: L{Policy}, the compiled rules that decide who may use the
+proxy and to reach what, L{ReloadablePolicy}, which rebuilds them while the
+server runs, and L{RuleDecision}, what L{Policy}'s own detailed API returns.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from socksd.address import Destination, parseHost
+from socksd.interfaces import ConnectContext, IPolicy
+from socksd.policy.addresses import (
+    IPAddress,
+    _canonicalName,
+    _clientAddress,
+    _destinationAliases,
+    _normalize,
+    isSpecialAddress,
+)
+from socksd.policy.rules import Action, ClientRule, DestinationRule
+from socksd.policy.rulesfile import (
+    RulesError,
+    _compileDocument,
+    _loadToml,
+    _stricter,
+)
+
+__all__ = [
+    "Policy",
+    "ReloadablePolicy",
+    "RuleDecision",
+]
+
+log = Logger()
+
+
+@dataclass(frozen=True, slots=True)
+class RuleDecision:
+    """
+    What the destination rules decided about one request.
+
+    @ivar allowed: may the request go ahead?
+    @ivar rule: the deciding rule's name, C{"default"} when none matched,
+        C{"deny-private-destinations"} or C{"own address"} for those
+        refusals, or L{None} when L{Policy.decideAddress} found nothing to
+        add to the request's own decision.
+    @ivar index: the deciding rule's 0-based position in
+        L{Policy.destinationRules}, or L{None}.
+    @ivar bindAddress: where outgoing connections should leave from, as
+        C{(host, port)}, or L{None} for the system's choice.
+    @ivar bandwidth: bytes per second per tunnel direction, or L{None}.
+    """
+
+    allowed: bool
+    rule: str | None = None
+    index: int | None = None
+    bindAddress: tuple[str, int] | None = None
+    bandwidth: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.allowed and (
+            self.bindAddress is not None or self.bandwidth is not None
+        ):
+            raise ValueError("a refusal has no bind address or bandwidth")
+
+
+@implementer(IPolicy)
+class Policy:
+    """
+    Compiled client and destination rules; see L{socksd.policy}.
+
+    @ivar clientRules: the client rules, in order.
+    @ivar destinationRules: the destination rules, in order.
+    @ivar denyPrivate: refuse private and special destinations.
+    @ivar ownAddresses: the proxy's own addresses, always refused as
+        destinations.
+    @ivar clientDefault: what happens to a client no rule matches.
+    @ivar destinationDefault: what happens to a request no rule matches.
+    @ivar requireResolvedCheck: C{True} when L{allowAddress} can refuse an
+        address L{allowRequest} let through: a C{block} rule with CIDRs,
+        C{denyPrivate} or C{ownAddresses}.
+    """
+
+    def __init__(
+        self,
+        clientRules: Iterable[ClientRule] = (),
+        destinationRules: Iterable[DestinationRule] = (),
+        denyPrivate: bool = False,
+        ownAddresses: Iterable[IPAddress | str] = (),
+        clientDefault: Action | str = Action.PASS,
+        destinationDefault: Action | str = Action.PASS,
+    ) -> None:
+        self.clientRules = tuple(clientRules)
+        self.destinationRules = tuple(destinationRules)
+        for rule in self.clientRules:
+            if not isinstance(rule, ClientRule):
+                raise TypeError(f"not a ClientRule: {rule!r}")
+        for rule in self.destinationRules:
+            if not isinstance(rule, DestinationRule):
+                raise TypeError(f"not a DestinationRule: {rule!r}")
+        self.denyPrivate = bool(denyPrivate)
+        self.ownAddresses = frozenset(
+            _normalize(
+                a if isinstance(a, (IPv4Address, IPv6Address)) else ip_address(a)
+            )
+            for a in ownAddresses
+        )
+        self.clientDefault = Action.parse(clientDefault)
+        self.destinationDefault = Action.parse(destinationDefault)
+        self.requireResolvedCheck = (
+            self.denyPrivate
+            or bool(self.ownAddresses)
+            or any(
+                rule.action is Action.BLOCK and rule.networks
+                for rule in self.destinationRules
+            )
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Policy {len(self.clientRules)} client rules, "
+            f"{len(self.destinationRules)} destination rules, "
+            f"denyPrivate={self.denyPrivate}>"
+        )
+
+    # Construction
+
+    @classmethod
+    def fromToml(
+        cls,
+        source: str | bytes | os.PathLike[str],
+        ownAddresses: Iterable[IPAddress | str] = (),
+    ) -> Policy:
+        """
+        Compile a TOML rules document (schema in L{socksd.policy}).
+
+        @param source: a path (any C{os.PathLike}, e.g. L{pathlib.Path}) to
+            read, or the TOML text itself (C{str} or C{bytes}).
+        @raise RulesError: naming the file, the rule and the problem.
+        """
+        data, name = _loadToml(source)
+        return cls(ownAddresses=ownAddresses, **_compileDocument(data, name))
+
+    @classmethod
+    def fromOptions(
+        cls,
+        allowClients: Iterable[str] = (),
+        denyClients: Iterable[str] = (),
+        allowDestinations: Iterable[str] = (),
+        denyDestinations: Iterable[str] = (),
+        denyPrivate: bool = False,
+        rulesFile: str | os.PathLike[str] | None = None,
+        ownAddresses: Iterable[IPAddress | str] = (),
+    ) -> Policy:
+        """
+        Build a policy from C{twistd socksd}'s options.
+
+        Order: C{denyClients}, C{allowClients}, then the file's client
+        rules; C{denyDestinations}, C{allowDestinations}, then the file's
+        destination rules.  Any C{allowClients} (C{allowDestinations}) makes
+        the client (destination) default C{block}.  C{denyPrivate} is on if
+        the option or the file says so.
+
+        @param rulesFile: the path of a TOML rules file, or L{None}.
+        @raise RulesError: for a bad option value or a bad file.
+        """
+        allowClients = list(allowClients)
+        denyClients = list(denyClients)
+        allowDestinations = list(allowDestinations)
+        denyDestinations = list(denyDestinations)
+        clientRules: list[ClientRule] = []
+        destinationRules: list[DestinationRule] = []
+        for option, action, values in (
+            ("--deny-client", Action.BLOCK, denyClients),
+            ("--allow-client", Action.PASS, allowClients),
+        ):
+            for value in values:
+                try:
+                    clientRules.append(
+                        ClientRule.parse(action, [value], name=f"{option} {value}")
+                    )
+                except ValueError as error:
+                    raise RulesError(str(error), option) from None
+        for option, action, values in (
+            ("--deny-destination", Action.BLOCK, denyDestinations),
+            ("--allow-destination", Action.PASS, allowDestinations),
+        ):
+            for value in values:
+                try:
+                    destinationRules.append(
+                        DestinationRule.parse(action, [value], name=f"{option} {value}")
+                    )
+                except ValueError as error:
+                    raise RulesError(str(error), option) from None
+        clientDefault = Action.BLOCK if allowClients else Action.PASS
+        destinationDefault = Action.BLOCK if allowDestinations else Action.PASS
+        if rulesFile is not None:
+            path = rulesFile if isinstance(rulesFile, os.PathLike) else Path(rulesFile)
+            data, name = _loadToml(path)
+            compiled = _compileDocument(data, name)
+            clientRules.extend(compiled["clientRules"])
+            destinationRules.extend(compiled["destinationRules"])
+            denyPrivate = denyPrivate or compiled["denyPrivate"]
+            clientDefault = _stricter(clientDefault, compiled["clientDefault"])
+            destinationDefault = _stricter(
+                destinationDefault, compiled["destinationDefault"]
+            )
+        return cls(
+            clientRules,
+            destinationRules,
+            denyPrivate=denyPrivate,
+            ownAddresses=ownAddresses,
+            clientDefault=clientDefault,
+            destinationDefault=destinationDefault,
+        )
+
+    # IPolicy
+
+    def allowClient(self, client: Any) -> bool:
+        """
+        May C{client} (a Twisted C{IAddress}) use the proxy at all?
+
+        Addresses without a C{host} (UNIX sockets) are always allowed.
+        """
+        if getattr(client, "host", None) is None:
+            return True
+        address = _clientAddress(client)
+        for rule in self.clientRules:
+            if rule.matches(address):
+                return rule.action is Action.PASS
+        return self.clientDefault is Action.PASS
+
+    def allowRequest(self, context: ConnectContext, destination: Destination) -> bool:
+        """
+        May this request go to C{destination}?  Called before resolving.
+        """
+        return self.routeFor(context, destination).allowed
+
+    def allowAddress(
+        self, context: ConnectContext, address: IPAddress, port: int
+    ) -> bool:
+        """
+        May this request go to C{address}, which its name resolved to?
+        """
+        return self.decideAddress(context, address, port).allowed
+
+    def addressFilter(self, address: IPAddress) -> bool:
+        """
+        Check an address with no request at hand, for upstream factories
+        and resolvers that filter every address they would connect to
+        (C{socksd.upstream.AddressFilter}).
+
+        Refuses only addresses that L{allowAddress} refuses for every
+        request (every client, user, command and port): the proxy's own
+        addresses, private ones under C{denyPrivate} unless some C{pass}
+        rule's CIDRs hold them, and those in C{block} rules without other
+        conditions that no earlier rule can let through.  The precise,
+        per-request check stays L{allowAddress}; this one closes the gap
+        between the addresses checked and those connected to (a name that
+        resolves differently the second time).
+        """
+        aliases = _destinationAliases(address)
+        if self.ownAddresses and any(alias in self.ownAddresses for alias in aliases):
+            return False
+        special = self.denyPrivate and isSpecialAddress(address)
+        namePassed = False
+        for rule in self.destinationRules:
+            conditional = (
+                rule.ports is not None
+                or rule.commands is not None
+                or rule.users is not None
+                or rule.clients is not None
+            )
+            if rule.networks and rule.networks.containsAny(aliases):
+                if rule.action is Action.PASS:
+                    return True
+                if not conditional:
+                    return False
+            elif rule.anyDestination:
+                if (rule.action is Action.PASS or namePassed) and not special:
+                    return True
+                if not conditional:
+                    return False
+            elif rule.hasNames and rule.action is Action.PASS:
+                namePassed = True
+        if special:
+            return False
+        return namePassed or self.destinationDefault is Action.PASS
+
+    # Decisions
+
+    def _refuseAddress(
+        self, address: IPAddress, aliases: Sequence[IPAddress], explicit: bool
+    ) -> str | None:
+        """
+        Why C{denyPrivate} or C{ownAddresses} refuse C{address}, if they do.
+
+        @param explicit: a C{pass} rule's CIDRs contain the address, which
+            overrides C{denyPrivate} (not C{ownAddresses}).
+        """
+        if self.ownAddresses and any(alias in self.ownAddresses for alias in aliases):
+            return "own address"
+        if self.denyPrivate and not explicit and isSpecialAddress(address):
+            return "deny-private-destinations"
+        return None
+
+    def _decide(
+        self,
+        rule: DestinationRule | None,
+        index: int | None,
+        address: IPAddress | None,
+        aliases: Sequence[IPAddress],
+        explicit: bool = False,
+    ) -> RuleDecision:
+        """Turn the rule that matched (or the default) into a decision."""
+        action = self.destinationDefault if rule is None else rule.action
+        name = "default" if rule is None else rule.name
+        if action is Action.BLOCK:
+            return RuleDecision(False, name, index)
+        if address is not None:
+            refusal = self._refuseAddress(address, aliases, explicit)
+            if refusal is not None:
+                return RuleDecision(False, refusal, index)
+        if rule is None:
+            return RuleDecision(True, name, index)
+        return RuleDecision(True, name, index, rule.bindAddress, rule.bandwidth)
+
+    def routeFor(
+        self, context: ConnectContext, destination: Destination
+    ) -> RuleDecision:
+        """
+        Decide on a request before anything is resolved.
+
+        @return: whether it is allowed, which rule decided, and the rule's
+            bind address and bandwidth.
+        """
+        host = destination.host
+        address: IPAddress | None = None
+        name = ""
+        if isinstance(host, str):
+            literal = parseHost(host.strip())
+            if isinstance(literal, str):
+                name = _canonicalName(host)
+            else:
+                address = literal
+        else:
+            address = host
+        aliases: tuple[IPAddress, ...] = ()
+        if address is not None:
+            aliases = _destinationAliases(address)
+        client = _clientAddress(context.client)
+        for index, rule in enumerate(self.destinationRules):
+            if not rule.matchesRequest(context, client, destination.port):
+                continue
+            explicit = False
+            if rule.anyDestination:
+                matched = True
+            elif address is not None:
+                matched = explicit = rule.networks.containsAny(aliases)
+            else:
+                matched = rule.matchesName(name)
+            if matched:
+                return self._decide(rule, index, address, aliases, explicit)
+        return self._decide(None, None, address, aliases)
+
+    def decideAddress(
+        self, context: ConnectContext, address: IPAddress, port: int
+    ) -> RuleDecision:
+        """
+        Decide on an address a request's name resolved to.
+
+        The request's own bind address and bandwidth come from L{routeFor};
+        a decision here only says whether C{address} may be used.
+        """
+        aliases = _destinationAliases(address)
+        client = _clientAddress(context.client)
+        namePassed = False
+        for index, rule in enumerate(self.destinationRules):
+            if not rule.matchesRequest(context, client, port):
+                continue
+            if rule.networks and rule.networks.containsAny(aliases):
+                return self._decide(rule, index, address, aliases, explicit=True)
+            if rule.anyDestination:
+                if namePassed:
+                    break
+                return self._decide(rule, index, address, aliases)
+            if rule.hasNames and rule.action is Action.PASS:
+                namePassed = True
+        if namePassed:
+            refusal = self._refuseAddress(address, aliases, False)
+            return RuleDecision(refusal is None, refusal, None)
+        return self._decide(None, None, address, aliases)
+
+
+@implementer(IPolicy)
+class ReloadablePolicy:
+    """
+    A L{Policy} that can be rebuilt (on SIGHUP) while the server runs.
+
+    A failed reload keeps the rules in force and logs an error.
+
+    @ivar current: the L{Policy} in force.
+    @ivar requireResolvedCheck: always C{True}: a reload may add rules that
+        need resolved addresses checked, and the server decides once.
+    """
+
+    requireResolvedCheck = True
+
+    def __init__(self, load: Callable[[], Policy], description: str = "rules") -> None:
+        """
+        @param load: builds a fresh L{Policy} (reads the file again); called
+            now, so a bad file fails at startup, and on every L{reload}.
+        @param description: names the rules in log events.
+        """
+        self._load = load
+        self.description = description
+        self.current = load()
+
+    @classmethod
+    def fromOptions(cls, **options: Any) -> ReloadablePolicy:
+        """
+        A reloadable L{Policy.fromOptions}; takes the same arguments.
+        """
+        for key in (
+            "allowClients",
+            "denyClients",
+            "allowDestinations",
+            "denyDestinations",
+            "ownAddresses",
+        ):
+            if key in options:
+                options[key] = list(options[key])
+        rulesFile = options.get("rulesFile")
+        description = os.fspath(rulesFile) if rulesFile is not None else "rules"
+        return cls(lambda: Policy.fromOptions(**options), description)
+
+    def reload(self) -> bool:
+        """
+        Build the rules again; on any error, keep the old ones.
+
+        @return: C{True} when the new rules are in force.
+        """
+        try:
+            policy = self._load()
+        except Exception as error:
+            log.error(
+                "keeping the previous rules: reloading {description} failed: {error}",
+                description=self.description,
+                error=str(error),
+            )
+            return False
+        self.current = policy
+        log.info("reloaded {description}", description=self.description)
+        return True
+
+    def allowClient(self, client: Any) -> bool:
+        """See L{Policy.allowClient}."""
+        return self.current.allowClient(client)
+
+    def allowRequest(self, context: ConnectContext, destination: Destination) -> bool:
+        """See L{Policy.allowRequest}."""
+        return self.current.allowRequest(context, destination)
+
+    def allowAddress(
+        self, context: ConnectContext, address: IPAddress, port: int
+    ) -> bool:
+        """See L{Policy.allowAddress}."""
+        return self.current.allowAddress(context, address, port)
+
+    def addressFilter(self, address: IPAddress) -> bool:
+        """See L{Policy.addressFilter}."""
+        return self.current.addressFilter(address)
+
+    def routeFor(
+        self, context: ConnectContext, destination: Destination
+    ) -> RuleDecision:
+        """See L{Policy.routeFor}."""
+        return self.current.routeFor(context, destination)
+
+    def decideAddress(
+        self, context: ConnectContext, address: IPAddress, port: int
+    ) -> RuleDecision:
+        """See L{Policy.decideAddress}."""
+        return self.current.decideAddress(context, address, port)
