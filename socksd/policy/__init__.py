@@ -83,6 +83,32 @@ CIDRs contain the address explicitly lets a private address through.  The
 proxy's own addresses (C{ownAddresses}) are refused whenever they are
 given, whatever the rules say.
 
+Decisions for the server
+------------------------
+
+The server asks only what L{IPolicy <socksd.interfaces.IPolicy>} declares,
+and gets a L{Decision <socksd.interfaces.Decision>}:
+
+  1. L{Policy.decide} is L{Policy.routeFor}'s decision (the rule that
+     decided, its bandwidth and bind address).  For an allowed name it asks
+     for the resolved addresses
+     (L{checkAddresses <socksd.interfaces.Decision.checkAddresses>}) when
+     they could refuse the request or choose another rule: when some
+     destination rule has CIDRs, or with C{denyPrivate} or C{ownAddresses}.
+  2. L{Policy.decideResolved} checks each address with
+     L{Policy.decideAddress} (step 2 above): any address refused refuses
+     the request.  When all are allowed, the rule that let the name
+     through and the one that decided for the first address are compared,
+     and the one that comes first in the rules (the default after them all)
+     gives the request its rule, bandwidth and bind address.  So a name
+     that resolves into the CIDRs of a C{pass} rule with C{bandwidth} or
+     C{bind-address} gets them, as a request for the address itself would,
+     unless a rule before that one let the name through.
+
+L{checkResolved} does the resolving, and L{adaptPolicy} lets a policy
+written for the old interface (C{allowRequest}, C{allowAddress},
+C{requireResolvedCheck}) serve as an L{IPolicy <socksd.interfaces.IPolicy>}.
+
 The rules file (TOML)
 =====================
 
@@ -140,10 +166,19 @@ The package
     document; L{RulesError}.
   - L{socksd.policy.decision}: L{Policy}, L{ReloadablePolicy} and
     L{RuleDecision}.
+  - L{socksd.policy.resolved}: L{checkResolved}, the resolved-address
+    check.
+  - L{socksd.policy.legacy}: L{adaptPolicy} and L{LegacyPolicy}, for
+    policies written for the old interface.
+
+The package imports only from the layers below it: L{socksd.address},
+L{socksd.errors}, L{socksd.interfaces}, L{socksd.replies}, Twisted and zope.
 """
 
-from socksd.policy.addresses import isSpecialAddress
+from socksd.policy.addresses import isSpecialAddress, resolvableName
 from socksd.policy.decision import Policy, ReloadablePolicy, RuleDecision
+from socksd.policy.legacy import LegacyPolicy, adaptPolicy
+from socksd.policy.resolved import checkResolved
 from socksd.policy.rules import COMMANDS, Action, ClientRule, DestinationRule
 from socksd.policy.rulesfile import RulesError
 
@@ -157,4 +192,8 @@ __all__ = [
     "Policy",
     "ReloadablePolicy",
     "isSpecialAddress",
+    "LegacyPolicy",
+    "adaptPolicy",
+    "checkResolved",
+    "resolvableName",
 ]

@@ -16,10 +16,13 @@ from ipaddress import (
 )
 from typing import Any, Iterable, Sequence
 
+from socksd.address import Destination, parseHost
+
 __all__ = [
     "IPAddress",
     "IPNetwork",
     "isSpecialAddress",
+    "resolvableName",
 ]
 
 
@@ -230,3 +233,21 @@ def _clientAddress(client: Any) -> IPAddress | None:
         return _normalize(ip_address(host))
     except ValueError:
         return None
+
+
+def resolvableName(destination: Destination) -> str | None:
+    """
+    The name a resolver would look up for C{destination}, if any.
+
+    @return: C{destination.host} as the client wrote it, or L{None} for an
+        address, a name that is an address literal (C{"192.0.2.1"} sent as
+        a SOCKS5 domain name) and an onion name, which no resolver knows.
+    """
+    host = destination.host
+    if (
+        not isinstance(host, str)
+        or not isinstance(parseHost(host.strip()), str)
+        or host.rstrip(".").lower().endswith(".onion")
+    ):
+        return None
+    return host

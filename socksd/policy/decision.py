@@ -2,21 +2,27 @@
 The decisions: L{Policy}, the compiled rules that decide who may use the
 proxy and to reach what, L{ReloadablePolicy}, which rebuilds them while the
 server runs, and L{RuleDecision}, what L{Policy}'s own detailed API returns.
+
+The server asks a policy only what L{IPolicy} declares: L{Policy.allowClient},
+L{Policy.decide} and L{Policy.decideResolved}, which answer with a
+L{Decision}.  L{Policy.routeFor}, L{Policy.decideAddress},
+L{Policy.allowRequest}, L{Policy.allowAddress} and L{Policy.addressFilter}
+are L{Policy}'s own detailed API, on which those are built.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from socksd.address import Destination, parseHost
-from socksd.interfaces import ConnectContext, IPolicy
+from socksd.interfaces import ConnectContext, Decision, IPolicy
 from socksd.policy.addresses import (
     IPAddress,
     _canonicalName,
@@ -24,6 +30,7 @@ from socksd.policy.addresses import (
     _destinationAliases,
     _normalize,
     isSpecialAddress,
+    resolvableName,
 )
 from socksd.policy.rules import Action, ClientRule, DestinationRule
 from socksd.policy.rulesfile import (
@@ -40,6 +47,13 @@ __all__ = [
 ]
 
 log = Logger()
+
+#: What L{Policy.decide} tells of a refusal that is not a rule's own: the
+#: rule text L{Policy.routeFor} gives it, and the reason.
+_ADDRESS_REFUSALS: Mapping[str, str] = {
+    "own address": "the destination is one of the proxy's own addresses",
+    "deny-private-destinations": "the destination is a private or special address",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +100,8 @@ class Policy:
     @ivar destinationDefault: what happens to a request no rule matches.
     @ivar requireResolvedCheck: C{True} when L{allowAddress} can refuse an
         address L{allowRequest} let through: a C{block} rule with CIDRs,
-        C{denyPrivate} or C{ownAddresses}.
+        C{denyPrivate} or C{ownAddresses}.  (For the old server; L{decide}
+        sets L{Decision.checkAddresses} per request.)
     """
 
     def __init__(
@@ -122,6 +137,13 @@ class Policy:
                 rule.action is Action.BLOCK and rule.networks
                 for rule in self.destinationRules
             )
+        )
+        # The addresses a name resolves to can refuse it or choose a rule
+        # that a name skips (one with CIDRs).
+        self._namesNeedAddresses = (
+            self.denyPrivate
+            or bool(self.ownAddresses)
+            or any(rule.networks for rule in self.destinationRules)
         )
 
     def __repr__(self) -> str:
@@ -238,6 +260,103 @@ class Policy:
                 return rule.action is Action.PASS
         return self.clientDefault is Action.PASS
 
+    def decide(self, context: ConnectContext, destination: Destination) -> Decision:
+        """
+        Decide on a request before anything is resolved.
+
+        This is L{routeFor}'s decision: allowed or not, the rule that
+        decided (its name, C{"default"} when none matched), and that rule's
+        bandwidth and bind address.  A refusal of the proxy's own address
+        or of a private one (C{denyPrivate}) gives the reason; a rule's
+        refusal is told by the rule's name.
+
+        L{Decision.checkAddresses} is set on an allowed request for a name
+        (neither an address literal nor an onion name) when the addresses
+        it resolves to could refuse it or choose another rule: when some
+        destination rule has CIDRs, or with C{denyPrivate} or
+        C{ownAddresses}.
+        """
+        route = self.routeFor(context, destination)
+        if not route.allowed:
+            return Decision(False, reason=self._refusalReason(route), rule=route.rule)
+        return Decision(
+            True,
+            rule=route.rule,
+            bandwidth=route.bandwidth,
+            bindAddress=route.bindAddress,
+            checkAddresses=(
+                self._namesNeedAddresses and resolvableName(destination) is not None
+            ),
+        )
+
+    def decideResolved(
+        self,
+        context: ConnectContext,
+        destination: Destination,
+        addresses: Sequence[IPAddress],
+        decision: Decision,
+    ) -> Decision:
+        """
+        Decide again once C{destination}'s name resolved to C{addresses}.
+
+        A refusal stays as it is.  Otherwise every address is checked with
+        L{decideAddress}, and the first one refused refuses the request (the
+        connection could reach any of them), naming the rule that refused it.
+
+        When every address is allowed, the rules' order chooses between the
+        rule that let the name through (L{routeFor}'s; the default comes
+        after every rule) and the rule that decided for the first address
+        (when L{decideAddress} names one): the one that comes first gives
+        the request its rule name, bandwidth and bind address.  So a name
+        that resolves into the CIDRs of a C{pass} rule before the name's
+        own rule (or a name that only the default let through) gets that
+        rule's bandwidth and bind address, as the address itself would.
+        C{decision} keeps its C{upstream}, and the result's
+        C{checkAddresses} is C{False}: the addresses have been checked.
+
+        The rules in force decide: should they refuse the name itself now
+        (a L{ReloadablePolicy} reloaded in between), the request is
+        refused.
+
+        @param decision: what L{decide} answered for this request.
+        """
+        if not decision.allowed:
+            return decision
+        host = destination.host
+        first: RuleDecision | None = None
+        for address in addresses:
+            verdict = self.decideAddress(context, address, destination.port)
+            if not verdict.allowed:
+                return Decision(
+                    False,
+                    reason=f"{host} resolves to {address}, which the rules refuse",
+                    rule=verdict.rule,
+                )
+            if first is None:
+                first = verdict
+        route = self.routeFor(context, destination)
+        if not route.allowed:
+            return Decision(
+                False,
+                reason=self._refusalReason(route) or f"the rules refuse {host}",
+                rule=route.rule,
+            )
+        if (
+            first is not None
+            and first.index is not None
+            and (route.index is None or first.index < route.index)
+        ):
+            return replace(
+                decision,
+                rule=first.rule,
+                bandwidth=first.bandwidth,
+                bindAddress=first.bindAddress,
+                checkAddresses=False,
+            )
+        return replace(decision, checkAddresses=False)
+
+    # Policy's own detailed API, on which the IPolicy methods are built
+
     def allowRequest(self, context: ConnectContext, destination: Destination) -> bool:
         """
         May this request go to C{destination}?  Called before resolving.
@@ -296,6 +415,23 @@ class Policy:
         return namePassed or self.destinationDefault is Action.PASS
 
     # Decisions
+
+    def _refusalReason(self, route: RuleDecision) -> str | None:
+        """
+        Why L{routeFor} refused, when not by a rule's own action: the rule
+        (or default) that matched passes, but C{ownAddresses} or
+        C{denyPrivate} refuse the address.
+
+        @param route: a refusal from L{routeFor}.
+        @return: the reason, or L{None} for a C{block} rule's refusal.
+        """
+        if route.index is None:
+            action = self.destinationDefault
+        else:
+            action = self.destinationRules[route.index].action
+        if action is Action.PASS and route.rule is not None:
+            return _ADDRESS_REFUSALS.get(route.rule)
+        return None
 
     def _refuseAddress(
         self, address: IPAddress, aliases: Sequence[IPAddress], explicit: bool
@@ -464,6 +600,20 @@ class ReloadablePolicy:
     def allowClient(self, client: Any) -> bool:
         """See L{Policy.allowClient}."""
         return self.current.allowClient(client)
+
+    def decide(self, context: ConnectContext, destination: Destination) -> Decision:
+        """See L{Policy.decide}."""
+        return self.current.decide(context, destination)
+
+    def decideResolved(
+        self,
+        context: ConnectContext,
+        destination: Destination,
+        addresses: Sequence[IPAddress],
+        decision: Decision,
+    ) -> Decision:
+        """See L{Policy.decideResolved}."""
+        return self.current.decideResolved(context, destination, addresses, decision)
 
     def allowRequest(self, context: ConnectContext, destination: Destination) -> bool:
         """See L{Policy.allowRequest}."""
