@@ -432,7 +432,9 @@ class HttpHandshake:
         return [self._connectRequest(requestHead)]
 
     def _headTooLong(self) -> Refuse:
-        return self._fail(431, "Request Header Fields Too Large", "request head too long")
+        return self._fail(
+            431, "Request Header Fields Too Large", "request head too long"
+        )
 
     def _connectRequest(self, requestHead: bytes) -> Action:
         """The action for a complete CONNECT request head."""
