@@ -322,15 +322,17 @@ class HttpHandshake:
         if stage is _Stage.READY or stage is _Stage.DONE:
             return []
         if stage is _Stage.CHECKING:
+            # The request is in: accepted credentials still give it, and
+            # the connection, which saw the EOF, delivers it after the
+            # early data.
             self._ended = True
             return []
         if stage is _Stage.CONNECT:
-            self._stage = _Stage.DONE
-            return [Refuse(b"", "client sent EOF during the HTTP request")]
+            ended = Refuse(b"", "client sent EOF during the HTTP request")
+            return [self._refuse(ended)]
         if self._method is not None:
             return [self._answerPage()]
-        self._stage = _Stage.DONE
-        return [Refuse(b"", "client sent EOF during the handshake")]
+        return [self._refuse(Refuse(b"", "client sent EOF during the handshake"))]
 
     def buffered(self) -> int:
         """
@@ -382,8 +384,8 @@ class HttpHandshake:
                 head = bytes(buffer)
                 if any(method.startswith(head) for method in HTTP_METHODS):
                     return []
-                self._stage = _Stage.DONE
-                return [Refuse(b"", f"unknown first bytes {head[:8].hex(' ')}")]
+                shown = head[:8].hex(" ")
+                return [self._refuse(Refuse(b"", f"unknown first bytes {shown}"))]
         if (
             b"\r\n\r\n" in buffer
             or b"\n\n" in buffer
@@ -395,12 +397,12 @@ class HttpHandshake:
     def _answerPage(self) -> Refuse:
         method = self._method
         assert method is not None
-        self._stage = _Stage.DONE
-        del self._buffer[:]
-        return Refuse(
-            _page(method, self._local),
-            f"HTTP {method.decode('ascii')} request on the SOCKS port",
-            "HTTP_501",
+        return self._refuse(
+            Refuse(
+                _page(method, self._local),
+                f"HTTP {method.decode('ascii')} request on the SOCKS port",
+                "HTTP_501",
+            )
         )
 
     # CONNECT
@@ -498,13 +500,19 @@ class HttpHandshake:
         request: Request | None = None,
     ) -> Refuse:
         """Refuse a CONNECT request with an HTTP error status."""
-        self._stage = _Stage.DONE
         self.protocol = "http"
+        return self._refuse(
+            Refuse(
+                _response(status, reason, extra),
+                f"HTTP CONNECT refused: {why}",
+                f"HTTP_{status}",
+                request,
+            )
+        )
+
+    def _refuse(self, refusal: Refuse) -> Refuse:
+        """Give C{refusal}: the handshake is over, and keeps no bytes."""
+        self._stage = _Stage.DONE
         del self._buffer[:]
         del self._early[:]
-        return Refuse(
-            _response(status, reason, extra),
-            f"HTTP CONNECT refused: {why}",
-            f"HTTP_{status}",
-            request,
-        )
+        return refusal

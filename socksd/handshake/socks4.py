@@ -101,8 +101,11 @@ class Socks4Handshake:
         return [Refuse(b"", "client sent EOF during the handshake")]
 
     def buffered(self) -> int:
-        """See L{ServerHandshake.buffered}."""
-        return self.codec.buffered()
+        """
+        See L{ServerHandshake.buffered}: the request received so far, or
+        the bytes after it not yet taken; none after a refusal.
+        """
+        return 0 if self._refused else self.codec.buffered()
 
     def unconsumed(self) -> bytes:
         """

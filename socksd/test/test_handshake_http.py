@@ -351,6 +351,7 @@ class HttpUnknownTests(SynchronousTestCase):
                 for handshake, actions, chunks in everySplit(data, handshakeSettings):
                     self.assertEqual(actions, expected, chunks)
                     self.assertIsNone(handshake.protocol)
+                    self.assertEqual(handshake.buffered(), 0)
                     self.assertEqual(handshake.dataReceived(b" / HTTP/1.0\r\n\r\n"), [])
                     self.assertEqual(handshake.clientEnded(), [])
 

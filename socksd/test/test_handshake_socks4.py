@@ -202,6 +202,7 @@ class Socks4MalformedTests(SynchronousTestCase):
             self.assertEqual(handshake.dataReceived(b"more"), [])
             self.assertEqual(handshake.clientEnded(), [])
             self.assertEqual(handshake.unconsumed(), b"")
+            self.assertEqual(handshake.buffered(), 0)
 
     def test_userIdTooLong(self) -> None:
         """
