@@ -26,17 +26,21 @@ from socksd.handshake._actions import (
     Send,
     ServerHandshake,
 )
+from socksd.handshake.http import HttpHandshake
+from socksd.handshake.socks4 import Socks4Handshake
 from socksd.handshake.socks5 import Socks5Handshake
 
 __all__ = [
     "Action",
     "CheckCredentials",
     "HandshakeSettings",
+    "HttpHandshake",
     "Refuse",
     "ReplyLabel",
     "Request",
     "RequestReady",
     "Send",
     "ServerHandshake",
+    "Socks4Handshake",
     "Socks5Handshake",
 ]
