@@ -27,6 +27,7 @@ from socksd.handshake._actions import (
     ServerHandshake,
 )
 from socksd.handshake.socks5 import Socks5Handshake
+from socksd.handshake.socks6 import Socks6Handshake
 
 __all__ = [
     "Action",
@@ -39,4 +40,5 @@ __all__ = [
     "Send",
     "ServerHandshake",
     "Socks5Handshake",
+    "Socks6Handshake",
 ]
