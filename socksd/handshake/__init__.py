@@ -29,6 +29,7 @@ from socksd.handshake._actions import (
 from socksd.handshake.http import HttpHandshake
 from socksd.handshake.socks4 import Socks4Handshake
 from socksd.handshake.socks5 import Socks5Handshake
+from socksd.handshake.socks6 import Socks6Handshake
 
 __all__ = [
     "Action",
@@ -43,4 +44,5 @@ __all__ = [
     "ServerHandshake",
     "Socks4Handshake",
     "Socks5Handshake",
+    "Socks6Handshake",
 ]

@@ -13,12 +13,8 @@ authentication) that opened it: requests inside it act as that user and
 need no authentication.  It ends after C{idleTimeout} seconds without a
 request, on a Session Teardown, or when the table drops it.
 
-A L{TokenWindow} implements the draft's token arithmetic (modulo 2**32): a
-token is spent at most once; the window's base moves up (its size stays)
-as soon as its lowest token is spent, past every spent token that follows,
-and never past an unspent one (draft-11 section 8.5, "SHOULD NOT shift the
-window's base beyond the highest unspent token" read as: the base stops at
-the lowest unspent token).
+A L{TokenWindow} implements the draft's token arithmetic; it lives with the
+sans-IO handshake (L{socksd.handshake._sessions}) and is re-exported here.
 """
 
 from __future__ import annotations
@@ -28,7 +24,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from socksd.wire.socks6 import tokenInWindow
+from socksd.handshake._sessions import TokenWindow
 
 __all__ = [
     "SESSION_ID_LENGTH",
@@ -45,43 +41,6 @@ log = Logger()
 SESSION_ID_LENGTH = 16
 #: The largest token window socksd grants (a client asking for more gets this).
 MAX_WINDOW_SIZE = 1024
-
-
-class TokenWindow:
-    """
-    One session's idempotence token window.
-
-    @ivar base: the first token of the window (0 to 2**32 - 1).
-    @ivar size: how many tokens it holds (1 to L{MAX_WINDOW_SIZE}).
-    @ivar spent: the spent tokens still inside the window.
-    """
-
-    __slots__ = ("base", "size", "spent")
-
-    def __init__(self, base: int, size: int) -> None:
-        if not 0 <= base < 2**32:
-            raise ValueError(f"window base {base} is not a 32-bit token")
-        if not 1 <= size < 2**31:
-            raise ValueError(f"window size {size} is out of range")
-        self.base = base
-        self.size = size
-        self.spent: set[int] = set()
-
-    def spend(self, token: int) -> bool:
-        """
-        Spend C{token}.
-
-        @return: C{True} when it was in the window and unspent (it is now
-            spent, and the window may have shifted); C{False} otherwise
-            (nothing changes).
-        """
-        if not tokenInWindow(token, self.base, self.size) or token in self.spent:
-            return False
-        self.spent.add(token)
-        while self.base in self.spent:
-            self.spent.discard(self.base)
-            self.base = (self.base + 1) % 2**32
-        return True
 
 
 class Session:

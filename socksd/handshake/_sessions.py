@@ -1,0 +1,116 @@
+"""
+What the SOCKS6 handshake needs of the server's sessions: the token
+arithmetic of one idempotence window (L{TokenWindow}), and the shape of the
+session table the server passes in (L{SessionStore}, holding
+L{SessionRecord}s).
+
+The table itself (L{socksd.server._socks6session.SessionTable}) stays in
+the server: it runs the idle timers on the reactor.  The handshake only
+calls the methods L{SessionStore} lists, so a test can give it a small fake.
+
+A L{TokenWindow} implements the draft's token arithmetic (modulo 2**32): a
+token is spent at most once; the window's base moves up (its size stays)
+as soon as its lowest token is spent, past every spent token that follows,
+and never past an unspent one (draft-11 section 8.5, "SHOULD NOT shift the
+window's base beyond the highest unspent token" read as: the base stops at
+the lowest unspent token).
+
+Nothing here imports Twisted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from socksd.wire.socks6 import tokenInWindow
+
+__all__ = ["TokenWindow", "SessionRecord", "SessionStore"]
+
+
+class TokenWindow:
+    """
+    One session's idempotence token window.
+
+    @ivar base: the first token of the window (0 to 2**32 - 1).
+    @ivar size: how many tokens it holds (1 to 2**31 - 1).
+    @ivar spent: the spent tokens still inside the window.
+    """
+
+    __slots__ = ("base", "size", "spent")
+
+    def __init__(self, base: int, size: int) -> None:
+        if not 0 <= base < 2**32:
+            raise ValueError(f"window base {base} is not a 32-bit token")
+        if not 1 <= size < 2**31:
+            raise ValueError(f"window size {size} is out of range")
+        self.base = base
+        self.size = size
+        self.spent: set[int] = set()
+
+    def spend(self, token: int) -> bool:
+        """
+        Spend C{token}.
+
+        @return: C{True} when it was in the window and unspent (it is now
+            spent, and the window may have shifted); C{False} otherwise
+            (nothing changes).
+        """
+        if not tokenInWindow(token, self.base, self.size) or token in self.spent:
+            return False
+        self.spent.add(token)
+        while self.base in self.spent:
+            self.spent.discard(self.base)
+            self.base = (self.base + 1) % 2**32
+        return True
+
+
+class SessionRecord(Protocol):
+    """
+    One SOCKS6 session, as the handshake sees it
+    (L{socksd.server._socks6session.Session} is one).
+
+    @ivar sessionId: the opaque ID the client sends back.
+    @ivar user: the avatar the session acts as (L{None}: no authentication).
+    @ivar credentials: the C{(username, password)} that opened it, or
+        L{None}; requests inside the session use it for stream isolation.
+    @ivar window: the session's L{TokenWindow}, once issued, or L{None}.
+    @ivar requests: how many requests the session has served; the handshake
+        counts each request it accepts in the session.
+    """
+
+    sessionId: bytes
+    user: Any
+    credentials: tuple[bytes, bytes] | None
+    window: TokenWindow | None
+    requests: int
+
+
+class SessionStore(Protocol):
+    """
+    The sessions of one server, as the handshake uses them
+    (L{socksd.server._socks6session.SessionTable} is one).
+    """
+
+    def find(self, sessionId: bytes) -> Any:
+        """The live L{SessionRecord} with C{sessionId}, or L{None}."""
+
+    def touch(self, session: Any) -> None:
+        """A request used C{session}: restart its inactivity timer."""
+
+    def close(self, sessionId: bytes) -> bool:
+        """End a session (Session Teardown); C{True} when there was one."""
+
+    def open(
+        self, user: Any, credentials: tuple[bytes, bytes] | None, clientHost: str | None
+    ) -> Any:
+        """
+        Open a session for C{user}: a new L{SessionRecord}, or L{None}
+        when the server will not (a cap is reached: the draft says a
+        Session Request the proxy will not honour is ignored).
+        """
+
+    def issueWindow(self, session: Any, requested: int) -> TokenWindow | None:
+        """
+        Give C{session} a token window of about C{requested} tokens, unless
+        it has one (then L{None}: no second window).
+        """
