@@ -53,7 +53,7 @@ from socksd.client.parser import SOCKS4AEndpointParser, SOCKS5EndpointParser
 from socksd.errors import NotAllowed, SocksError
 from socksd.interfaces import ConnectContext, IResolver, IUpstreamFactory
 from socksd.isolation import isolationCredentials
-from socksd.upstream import FailingEndpoint
+from socksd.upstream import FailingEndpoint, NamedEndpoint, upstreamName
 
 __all__ = [
     "ChainUpstream",
@@ -147,6 +147,8 @@ class ChainUpstream:
         explicit |= {k for k in kwargs if k.startswith("pair.")}
         self._isolating = forwardIsolation and kind == "socks5" and not explicit
         self._proxy = kwargs.get("proxy", DEFAULT_PROXY)
+        #: How the connections' log names this upstream.
+        self.name = f"{kind} {self._proxy}"
         self._extendedErrors = (
             kwargs.get("extendedErrors", "no").strip().lower() in _TRUE
         )
@@ -203,6 +205,9 @@ class _FailoverEndpoint:
     ) -> None:
         self._endpoints = list(endpoints)
         self._destination = destination
+        #: How the connection's log names the upstream that served it,
+        #: once one did.
+        self.upstreamName: str | None = None
 
     def __repr__(self) -> str:
         return f"<FailoverEndpoint {[e for _, e in self._endpoints]!r}>"
@@ -228,11 +233,17 @@ class _FailoverEndpoint:
                 d = Deferred()
                 d.errback()
             current[0] = d
-            d.addCallbacks(succeeded, failed, errbackArgs=(index, upstream))
+            d.addCallbacks(
+                succeeded,
+                failed,
+                callbackArgs=(upstream, endpoint),
+                errbackArgs=(index, upstream),
+            )
 
-        def succeeded(protocol: Any) -> None:
+        def succeeded(protocol: Any, upstream: Any, endpoint: Any) -> None:
             current[0] = None
             if not result.called:
+                self.upstreamName = upstreamName(upstream, endpoint)
                 result.callback(protocol)
 
         def failed(failure: Failure, index: int, upstream: Any) -> None:
@@ -404,8 +415,17 @@ class RoutingUpstream:
     def endpointFor(
         self, destination: Destination, context: ConnectContext | None = None
     ) -> IStreamClientEndpoint:
-        """See L{IUpstreamFactory.endpointFor}."""
-        return self.upstreamFor(destination).endpointFor(destination, context)
+        """
+        See L{IUpstreamFactory.endpointFor}; the endpoint carries the name
+        of the route's upstream (C{upstreamName}), for the log.
+        """
+        upstream = self.upstreamFor(destination)
+        endpoint = upstream.endpointFor(destination, context)
+        if getattr(endpoint, "upstreamName", None) is None:
+            name = getattr(upstream, "name", None)
+            if name is not None:
+                return NamedEndpoint(endpoint, name)
+        return endpoint
 
 
 _KIND_AHEAD = r",\s*(?=(?:direct|socks5|socks4a)(?::|\s*$|\s*,))"

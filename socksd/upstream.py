@@ -64,6 +64,8 @@ from socksd.onion import checkOnionName, isOnionName
 from socksd.resolve import NameResolverAdapter
 
 __all__ = [
+    "NamedEndpoint",
+    "upstreamName",
     "AddressFilter",
     "DirectUpstream",
     "DirectTCP4Endpoint",
@@ -98,6 +100,38 @@ class FailingEndpoint:
 
 
 _reactorKinds: tuple[type, ...] | None = None
+
+
+@implementer(IStreamClientEndpoint)
+class NamedEndpoint:
+    """
+    An endpoint with the name a connection's log gives its upstream
+    (C{upstreamName}); C{connect} is the wrapped endpoint's.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint, upstreamName: str) -> None:
+        self.endpoint = endpoint
+        self.upstreamName = upstreamName
+
+    def __repr__(self) -> str:
+        return f"<NamedEndpoint {self.upstreamName} {self.endpoint!r}>"
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred:
+        """See C{IStreamClientEndpoint.connect}."""
+        return self.endpoint.connect(protocolFactory)
+
+
+def upstreamName(upstream: Any, endpoint: Any) -> str | None:
+    """
+    How a connection's log names the upstream that gave C{endpoint}: the
+    endpoint's C{upstreamName} (socksd's direct endpoints, a failover that
+    connected, a route), else the upstream factory's C{name}, else
+    L{None}.
+    """
+    name = getattr(endpoint, "upstreamName", None)
+    if name is None:
+        name = getattr(upstream, "name", None)
+    return name if isinstance(name, str) else None
 
 
 def readinessReactors() -> tuple[type, ...]:
@@ -379,12 +413,18 @@ class DirectTCP4Endpoint(_ConnectFactoryMixin, TCP4ClientEndpoint):
     C{connectFactory} (see the module docstring).
     """
 
+    #: How the connection's log names the upstream.
+    upstreamName = "direct"
+
 
 class DirectTCP6Endpoint(_ConnectFactoryMixin, TCP6ClientEndpoint):
     """
     A C{TCP6ClientEndpoint} to an IPv6 literal, with the fast path
     C{connectFactory} (see the module docstring).
     """
+
+    #: How the connection's log names the upstream.
+    upstreamName = "direct"
 
 
 class _NameResolverReactor:
@@ -456,6 +496,9 @@ class ResolvingHostnameEndpoint:
     C{DNSLookupError}.  Cancelling C{connect} fails it with
     C{CancelledError}.
     """
+
+    #: How the connection's log names the upstream.
+    upstreamName = "direct"
 
     def __init__(
         self,
@@ -571,6 +614,9 @@ class DirectUpstream:
         self.connectTimeout = connectTimeout
         self.bindAddress = bindAddress
         self.addressFilter = addressFilter
+
+    #: How the connections' log names this upstream.
+    name = "direct"
 
     def __repr__(self) -> str:
         return f"<DirectUpstream resolver={self.resolver!r}>"

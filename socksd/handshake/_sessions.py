@@ -4,7 +4,7 @@ arithmetic of one idempotence window (L{TokenWindow}), and the shape of the
 session table the server passes in (L{SessionStore}, holding
 L{SessionRecord}s).
 
-The table itself (L{socksd.server._socks6session.SessionTable}) stays in
+The table itself (L{socksd.server.socks6.sessions.SessionTable}) stays in
 the server: it runs the idle timers on the reactor.  The handshake only
 calls the methods L{SessionStore} lists, so a test can give it a small fake.
 
@@ -67,7 +67,7 @@ class TokenWindow:
 class SessionRecord(Protocol):
     """
     One SOCKS6 session, as the handshake sees it
-    (L{socksd.server._socks6session.Session} is one).
+    (L{socksd.server.socks6.sessions.Session} is one).
 
     @ivar sessionId: the opaque ID the client sends back.
     @ivar user: the avatar the session acts as (L{None}: no authentication).
@@ -88,7 +88,7 @@ class SessionRecord(Protocol):
 class SessionStore(Protocol):
     """
     The sessions of one server, as the handshake uses them
-    (L{socksd.server._socks6session.SessionTable} is one).
+    (L{socksd.server.socks6.sessions.SessionTable} is one).
     """
 
     def find(self, sessionId: bytes) -> Any:

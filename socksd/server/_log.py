@@ -25,6 +25,11 @@ client's connection is gone.  The event's fields:
     C{"VERSION_MISMATCH"} for SOCKS6 and C{"HTTP_501"} for the HTTP page),
     or L{None} when no reply was sent;
   - C{replyCode}: the raw reply code, or L{None};
+  - C{rule}: the name of the policy rule that decided the request, or
+    L{None} when no policy (or no named rule) decided;
+  - C{upstream}: the upstream that served the tunnel (C{"direct"}, or the
+    chained proxy: C{"socks5 127.0.0.1:9050"}), or L{None} when none was
+    asked;
   - C{reason}: how the connection ended, in words (C{"closed"},
     C{"handshake timeout"}, C{"malformed request: ..."}, C{"connect
     failed: ..."}, C{"client refused by policy"} ...);
@@ -114,6 +119,8 @@ class _Summary:
         "command",
         "destination",
         "user",
+        "rule",
+        "upstream",
         "reply",
         "reason",
         "bytesUp",
@@ -128,6 +135,8 @@ class _Summary:
         command: str | None,
         destination: str | None,
         user: str | None,
+        rule: str | None,
+        upstream: str | None,
         reply: str | None,
         reason: str,
         bytesUp: int,
@@ -139,6 +148,8 @@ class _Summary:
         self.command = command
         self.destination = destination
         self.user = user
+        self.rule = rule
+        self.upstream = upstream
         self.reply = reply
         self.reason = reason
         self.bytesUp = bytesUp
@@ -154,6 +165,12 @@ class _Summary:
         if self.user is not None:
             parts.append(" user=")
             parts.append(self.user)
+        if self.rule is not None:
+            parts.append(" rule=")
+            parts.append(self.rule)
+        if self.upstream is not None:
+            parts.append(" via ")
+            parts.append(self.upstream)
         parts.append(": ")
         if self.reply is not None:
             parts.append(self.reply)
@@ -192,6 +209,8 @@ class ConnectionRecord:
         "protocol",
         "commandCode",
         "destination",
+        "rule",
+        "upstream",
         "reply",
         "reason",
         "relay",
@@ -207,6 +226,8 @@ class ConnectionRecord:
         self.protocol: str | None = None
         self.commandCode: int | None = None
         self.destination: Any = None
+        self.rule: str | None = None
+        self.upstream: str | None = None
         self.reply: IntEnum | str | None = None
         self.reason: str | None = None
         self.relay: Any = None
@@ -251,6 +272,8 @@ class ConnectionRecord:
         if duration < 0.0:
             duration = 0.0
         protocol = self.protocol
+        rule = _printable(self.rule)
+        upstream = _printable(self.upstream)
         log.info(
             "{summary}",
             client=client,
@@ -260,6 +283,8 @@ class ConnectionRecord:
             command=command,
             commandCode=code,
             destination=destination,
+            rule=rule,
+            upstream=upstream,
             reply=replyName,
             replyCode=replyCode,
             reason=reason,
@@ -272,6 +297,8 @@ class ConnectionRecord:
                 command,
                 destination,
                 user,
+                rule,
+                upstream,
                 replyName,
                 reason,
                 bytesUp,

@@ -92,7 +92,7 @@ class ServerConfig:
         before it ends (with its control connection).  L{None}: never.
     @ivar socks6Dns: serve SOCKS6's DNS service: a CONNECT to 0.0.0.0:53 or
         [::]:53 carries DNS over TCP answered from the server's resolver
-        (L{socksd.server._socks6dns}); off, it is refused (05).
+        (L{socksd.server.socks6.dns}); off, it is refused (05).
     """
 
     protocols: frozenset[int] = ALL_PROTOCOLS

@@ -13,40 +13,94 @@ and for any Twisted application::
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from twisted.internet.protocol import Factory
 
-from socksd.interfaces import IPolicy, IResolver, IUpstreamFactory
-from socksd.server.config import ServerConfig
-from socksd.server.dispatch import (
-    HTTP_FIRST_BYTES,
-    Dispatcher,
-    HttpResistance,
+from socksd.handshake import (
+    HandshakeSettings,
+    HttpHandshake,
+    Socks4Handshake,
+    Socks5Handshake,
+    Socks6Handshake,
 )
-from socksd.server.socks4 import Socks4Handler
-from socksd.server.socks5 import Socks5Handler
-from socksd.server.socks6 import Socks6Handler
+from socksd.handshake.http import HTTP_FIRST_BYTES
+from socksd.interfaces import IPolicy, IResolver, IUpstreamFactory
+from socksd.server.commands import COMMANDS
+from socksd.server.config import ServerConfig
+from socksd.server.connection import SocksConnection, negotiating
+from socksd.policy import adaptPolicy
+from socksd.server.socks6.sessions import sessionTableFor
 
-__all__ = ["SocksServerFactory", "defaultHandlers"]
+__all__ = [
+    "SocksServerFactory",
+    "defaultHandlers",
+    "handshakeSettings",
+    "SOCKS4",
+    "SOCKS5",
+    "SOCKS6",
+    "HTTP",
+]
 
 
-def defaultHandlers(config: ServerConfig) -> dict[int, type]:
+def _socks4(connection: SocksConnection) -> Socks4Handshake:
+    return Socks4Handshake(connection.factory.handshakeSettings)
+
+
+def _socks5(connection: SocksConnection) -> Socks5Handshake:
+    return Socks5Handshake(connection.factory.handshakeSettings)
+
+
+def _socks6(connection: SocksConnection) -> Socks6Handshake:
+    factory = connection.factory
+    return Socks6Handshake(
+        factory.handshakeSettings,
+        sessionTableFor(factory),
+        getattr(connection.record.client, "host", None),
+    )
+
+
+def _http(connection: SocksConnection) -> HttpHandshake:
+    listening = connection.transport.getHost()
+    host = getattr(listening, "host", None)
+    port = getattr(listening, "port", None)
+    local = (host, port) if isinstance(host, str) and isinstance(port, int) else None
+    return HttpHandshake(connection.factory.handshakeSettings, local)
+
+
+#: The first-byte entry of SOCKS4 and SOCKS4A.
+SOCKS4 = negotiating(_socks4)
+#: The first-byte entry of SOCKS5.
+SOCKS5 = negotiating(_socks5)
+#: The first-byte entry of SOCKS6.
+SOCKS6 = negotiating(_socks6)
+#: The first-byte entry of the letters HTTP methods start with.
+HTTP = negotiating(_http)
+
+
+def handshakeSettings(config: ServerConfig, requireAuth: bool) -> HandshakeSettings:
+    """The L{HandshakeSettings} of a server with C{config}."""
+    return HandshakeSettings(
+        requireAuth=requireAuth,
+        preferNoAuth=config.preferNoAuth,
+        socks4WithAuth=config.socks4WithAuth,
+        extendedErrors=config.extendedErrors,
+        httpConnect=config.httpConnect,
+    )
+
+
+def defaultHandlers(config: ServerConfig) -> dict[int, Callable[..., Any]]:
     """
     The first-byte mapping for C{config}: 0x04 SOCKS4/4A, 0x05 SOCKS5 and
-    0x06 SOCKS6 (L{socksd.server.socks6}) when C{config.protocols}
-    has them, and the first letters of HTTP methods for the "this is a SOCKS
-    proxy" page.
+    0x06 SOCKS6 when C{config.protocols} has them, and the first letters of
+    HTTP methods (the "this is a SOCKS proxy" page, or HTTP CONNECT with
+    C{config.httpConnect}).
     """
-    handlers: dict[int, type] = {byte: HttpResistance for byte in HTTP_FIRST_BYTES}
-    versions = {4: Socks4Handler, 5: Socks5Handler, 6: Socks6Handler}
+    handlers: dict[int, Callable[..., Any]] = {byte: HTTP for byte in HTTP_FIRST_BYTES}
+    versions = {4: SOCKS4, 5: SOCKS5, 6: SOCKS6}
     for version, handler in versions.items():
         if version in config.protocols:
             handlers[version] = handler
-    if config.httpConnect:
-        from socksd.server.httpconnect import HttpConnectHandler
-
-        handlers[ord("C")] = HttpConnectHandler
     return handlers
 
 
@@ -76,15 +130,25 @@ class SocksServerFactory(Factory):
     @ivar outgoingAddress: the local C{(host, port)} connections to
         destinations leave from (the connect context's C{bindAddress}; a
         rule's C{bind-address} overrides it), or L{None}.
-    @ivar handlers: the dispatcher's mapping from a connection's first byte
-        to the handler class that serves it (see
-        L{socksd.server.dispatch}); change it to add a protocol.
+    @ivar handlers: the mapping from a connection's first byte to what
+        serves it (see L{socksd.server.connection}); change it to add a
+        protocol.
+    @ivar commands: the command registry, by C{(version, command code)}
+        (see L{socksd.server.commands}); change it to add a command.
+    @ivar handshakeSettings: what the handshakes need to know
+        (L{socksd.handshake.HandshakeSettings}), from the configuration and
+        the authenticator.
+    @ivar socks6Sessions: the SOCKS6 sessions
+        (L{socksd.server.socks6.sessions.SessionTable}), made when the first
+        SOCKS6 client comes (L{sessionTableFor}); set one before serving for
+        other limits.
     """
 
     limits: Any = None
     bandwidth: Any = None
     metrics: Any = None
     outgoingAddress: Any = None
+    socks6Sessions: Any = None
 
     def __init__(
         self,
@@ -130,14 +194,44 @@ class SocksServerFactory(Factory):
         self.resolver = resolver
         self.policy = policy
         self.authenticator = authenticator
-        self.handlers: dict[int, type] = (
+        self.handlers: dict[int, Callable[..., Any]] = (
             dict(handlers) if handlers is not None else defaultHandlers(self.config)
+        )
+        self.commands = dict(COMMANDS)
+
+
+    @property
+    def policy(self) -> IPolicy | None:
+        """
+        The policy (see the class docstring).  A policy written for the old
+        interface (C{allowRequest} and C{allowAddress}, no C{decide}) is
+        adapted when it is set (L{socksd.policy.adaptPolicy}).
+        """
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: Any) -> None:
+        self._policy = adaptPolicy(policy)
+
+    @property
+    def authenticator(self) -> Any:
+        """
+        The authenticator (see the class docstring); setting it updates
+        L{handshakeSettings}.
+        """
+        return self._authenticator
+
+    @authenticator.setter
+    def authenticator(self, authenticator: Any) -> None:
+        self._authenticator = authenticator
+        self.handshakeSettings = handshakeSettings(
+            self.config, authenticator is not None
         )
 
     def __repr__(self) -> str:
         versions = ",".join(str(v) for v in sorted(self.config.protocols))
         return f"<SocksServerFactory socks{versions} upstream={self.upstream!r}>"
 
-    def buildProtocol(self, addr: Any) -> Dispatcher:
-        """A L{Dispatcher} for each connection."""
-        return Dispatcher(self)
+    def buildProtocol(self, addr: Any) -> SocksConnection:
+        """A L{SocksConnection} for each connection."""
+        return SocksConnection(self)

@@ -273,7 +273,7 @@ class MakeServiceTests(SynchronousTestCase):
         The factory's upstream routes as the options say, failing over
         between the C{--upstream}s, and HTTP CONNECT is served.
         """
-        from socksd.server.httpconnect import HttpConnectHandler
+        from socksd.server.factory import HTTP
         from socksd.tap import makeService
 
         options = Options()
@@ -293,7 +293,8 @@ class MakeServiceTests(SynchronousTestCase):
         ]
         factory = listener.factory
         self.assertTrue(factory.config.httpConnect)
-        self.assertIs(factory.handlers[ord("C")], HttpConnectHandler)
+        self.assertIs(factory.handlers[ord("C")], HTTP)
+        self.assertTrue(factory.handshakeSettings.httpConnect)
         upstream = factory.upstream
         self.assertIsInstance(upstream, RoutingUpstream)
         self.assertIsInstance(upstream.upstreamFor(dest("nas.lan")), DirectUpstream)

@@ -25,10 +25,9 @@ from zope.interface import implementer
 from socksd.interfaces import IPolicy
 from socksd.resolve import SystemResolver
 from socksd.server import ServerConfig, SocksServerFactory
-from socksd.server.dispatch import Handler
-from socksd.server.factory import defaultHandlers
-from socksd.server.socks4 import Socks4Handler
-from socksd.server.socks5 import Socks5Handler
+from socksd.handshake import Socks4Handshake, Socks5Handshake
+from socksd.server.connection import Handler
+from socksd.server.factory import defaultHandlers, SOCKS4, SOCKS5
 from socksd.test._vectors import splits
 from socksd.testing import FakeResolver, MemoryUpstream, RecordingTransport
 from socksd.upstream import DirectUpstream
@@ -139,10 +138,10 @@ class DispatcherTests(SynchronousTestCase):
         """
         protocol, _ = self.harness.connect()
         protocol.dataReceived(b"\x04")
-        self.assertIsInstance(protocol.handler, Socks4Handler)
+        self.assertIsInstance(protocol.handshake, Socks4Handshake)
         protocol, _ = self.harness.connect()
         protocol.dataReceived(b"\x05")
-        self.assertIsInstance(protocol.handler, Socks5Handler)
+        self.assertIsInstance(protocol.handshake, Socks5Handshake)
 
     def test_unknownFirstByteClosed(self) -> None:
         """
@@ -605,8 +604,8 @@ class FactoryTests(SynchronousTestCase):
         letters of HTTP methods.
         """
         handlers = defaultHandlers(ServerConfig())
-        self.assertIs(handlers[4], Socks4Handler)
-        self.assertIs(handlers[5], Socks5Handler)
+        self.assertIs(handlers[4], SOCKS4)
+        self.assertIs(handlers[5], SOCKS5)
         self.assertIn(6, handlers)
         self.assertEqual({chr(b) for b in handlers if b > 6}, set("GHPCODT"))
         self.assertNotIn(4, defaultHandlers(ServerConfig(protocols={5})))

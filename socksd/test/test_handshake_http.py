@@ -14,7 +14,6 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Iterator
 
 from hypothesis import given, settings, strategies as st
-from twisted.internet import address as twistedAddress
 from twisted.trial.unittest import SynchronousTestCase
 
 import socksd
@@ -32,7 +31,6 @@ from socksd.handshake.http import (
     HTTP_FIRST_BYTES,
     HTTP_METHODS,
     MAX_HTTP_REQUEST,
-    STATUS_FOR_REPLY,
     parseAuthority,
 )
 from socksd.replies import ReplyProfile, Socks5Reply, TorExtendedReply
@@ -212,30 +210,6 @@ class HttpPageTests(SynchronousTestCase):
         self.assertIn(b"socks5://198.51.100.9:1080", body)
         self.assertIn(b"--socks5-hostname 198.51.100.9:1080 URL", body)
         self.assertIn(b"put\n198.51.100.9 and port 1080 in", body)
-
-    def test_pageIsTheOldServers(self) -> None:
-        """
-        The page is, byte for byte, the one L{socksd.server.dispatch} sends
-        for every method and every kind of listening address.
-        """
-        from socksd.server.dispatch import _httpResponse
-
-        listening = {
-            LOCAL: twistedAddress.IPv4Address("TCP", *LOCAL),
-            ("0.0.0.0", 1080): twistedAddress.IPv4Address("TCP", "0.0.0.0", 1080),
-            ("2001:db8::9", 1080): twistedAddress.IPv6Address(
-                "TCP", "2001:db8::9", 1080
-            ),
-            ("::", 9050): twistedAddress.IPv6Address("TCP", "::", 9050),
-            None: twistedAddress.UNIXAddress("/tmp/socksd.sock"),
-        }
-        for method in HTTP_METHODS:
-            for local, old in listening.items():
-                self.assertEqual(
-                    pageOf(method[:-1], local),
-                    _httpResponse(method[:-1], old),
-                    (method, local),
-                )
 
     def test_ipv6Address(self) -> None:
         """
@@ -902,19 +876,6 @@ class HttpConstantsTests(SynchronousTestCase):
         self.assertTrue(all(method.endswith(b" ") for method in HTTP_METHODS))
         self.assertEqual(HTTP_FIRST_BYTES, frozenset(b"GHPCODT"))
         self.assertEqual(MAX_HTTP_REQUEST, 8192)
-
-    def test_sameAsTheOldServer(self) -> None:
-        """
-        They are those of L{socksd.server.dispatch} and
-        L{socksd.server.httpconnect}.
-        """
-        from socksd.server import dispatch, httpconnect
-
-        self.assertEqual(HTTP_METHODS, dispatch.HTTP_METHODS)
-        self.assertEqual(HTTP_FIRST_BYTES, dispatch.HTTP_FIRST_BYTES)
-        self.assertEqual(MAX_HTTP_REQUEST, dispatch.MAX_HTTP_REQUEST)
-        self.assertEqual(STATUS_FOR_REPLY, httpconnect.STATUS_FOR_REPLY)
-
 
 class HandshakePackageTests(SynchronousTestCase):
     """

@@ -35,7 +35,7 @@ from socksd.handshake import (
 )
 from socksd.handshake._sessions import TokenWindow
 from socksd.replies import ReplyProfile, Socks6Reply
-from socksd.server import _socks6session
+from socksd.server.socks6 import sessions as _socks6session
 from socksd.test._vectors import asciiHex, chunked, h, splits
 from socksd.wire import OutOfTurn, socks6
 

@@ -25,8 +25,8 @@ from twisted.web.static import Data
 from socksd.address import Destination
 from socksd.auth import Authenticator, portalFromCheckers
 from socksd.server import ServerConfig, SocksServerFactory
-from socksd.server.dispatch import MAX_HTTP_REQUEST, HttpResistance
-from socksd.server.httpconnect import HttpConnectHandler, parseAuthority
+from socksd.handshake.http import MAX_HTTP_REQUEST, HttpHandshake, parseAuthority
+from socksd.server.factory import HTTP
 from socksd.test.interop import InteropTestCase, requireTool
 from socksd.test.test_dispatch import FakePolicy, Harness, splits
 
@@ -147,7 +147,8 @@ class HttpConnectTests(SynchronousTestCase):
         harness = Harness(self, config=ON)
         protocol, transport = harness.connect()
         harness.send(protocol, b"CO", b"PY / HTTP/1.1\r\n\r\n")
-        self.assertIsInstance(protocol.handler.previous, HttpResistance)
+        self.assertIsInstance(protocol.handshake, HttpHandshake)
+        self.assertTrue(transport.disconnecting)
         harness2 = Harness(self, config=ON)
         protocol2, transport2 = harness2.connect()
         harness2.send(protocol2, b"GET / HTTP/1.1\r\n\r\n")
@@ -187,8 +188,10 @@ class HttpConnectTests(SynchronousTestCase):
         clock = MemoryReactorClock()
         on = SocksServerFactory(clock, upstream=object(), resolver=object(), config=ON)
         off = SocksServerFactory(clock, upstream=object(), resolver=object())
-        self.assertIs(on.handlers[ord("C")], HttpConnectHandler)
-        self.assertIs(off.handlers[ord("C")], HttpResistance)
+        self.assertIs(on.handlers[ord("C")], HTTP)
+        self.assertIs(off.handlers[ord("C")], HTTP)
+        self.assertTrue(on.handshakeSettings.httpConnect)
+        self.assertFalse(off.handshakeSettings.httpConnect)
 
 
 class HttpConnectAuthTests(SynchronousTestCase):

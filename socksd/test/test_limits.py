@@ -413,14 +413,24 @@ class CheckResolvedTests(SynchronousTestCase):
 
     def check(self, host: str) -> object:
         from socksd.address import Destination
-        from socksd.interfaces import ConnectContext
-        from socksd.server.limits import checkResolved
+        from socksd.interfaces import ConnectContext, Decision
+        from socksd.errors import NotAllowed
+        from socksd.policy.resolved import checkResolved
+        from twisted.python.failure import Failure
 
+        context, destination = ConnectContext(), Destination(host, 80)
         result: list[object] = []
         checkResolved(
-            self.policy, self.resolver, ConnectContext(), Destination(host, 80)
+            self.policy,
+            self.resolver,
+            context,
+            destination,
+            Decision(True, checkAddresses=True),
         ).addBoth(result.append)
-        return result[0]
+        decision = result[0]
+        if getattr(decision, "allowed", True):
+            return None
+        return Failure(NotAllowed(decision.reason))
 
     def test_anyDeniedAddressRefuses(self) -> None:
         """One denied address among allowed ones refuses the name."""
@@ -436,7 +446,7 @@ class CheckResolvedTests(SynchronousTestCase):
 
     def test_resolvesLocally(self) -> None:
         """Only a direct upstream resolves on this host."""
-        from socksd.server.limits import resolvesLocally
+        from socksd.server.commands.connect import resolvesLocally
         from socksd.testing import MemoryUpstream
         from socksd.upstream import DirectUpstream
 

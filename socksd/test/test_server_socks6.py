@@ -1,6 +1,6 @@
 """
-Tests for L{socksd.server.socks6}, L{socksd.server._socks6session} and
-L{socksd.server._socks6stack}: SOCKS6 through the factory, with a
+Tests for L{socksd.server.socks6}, L{socksd.server.socks6.sessions} and
+L{socksd.server.socks6.stack}: SOCKS6 through the factory, with a
 L{MemoryUpstream} whose connections the tests complete by hand.
 
 The client is 192.0.2.7:50000, the destination 192.0.2.1:80, and the
@@ -20,8 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from socksd.address import Destination
 from socksd.auth import Authenticator, SocksUser, portalFromCheckers
-from socksd.server._socks6session import SessionTable, TokenWindow, sessionTableFor
-from socksd.server._socks6stack import applyStackOptions
+from socksd.server.socks6.sessions import SessionTable, TokenWindow, sessionTableFor
+from socksd.server.socks6.stack import applyStackOptions
 from socksd.test.test_dispatch import Harness, splits
 from socksd.test.test_server_socks5 import FakeAuthenticator
 from socksd.testing import RecordingTransport

@@ -1,6 +1,6 @@
 """
 Tests for the SOCKS6 stack options that need the kernel: TFO and Multipath
-on the proxy's upstream socket (L{socksd.server._socks6stack}), over real
+on the proxy's upstream socket (L{socksd.server.socks6.stack}), over real
 sockets on 127.0.0.1, and the answers to every proxy-remote option.
 """
 
@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from socksd.address import Destination
 from socksd.client.socks6 import SOCKS6ClientEndpoint
-from socksd.server._socks6stack import (
+from socksd.server.socks6.stack import (
     IPPROTO_MPTCP,
     applyStackOptions,
     isMultipath,
@@ -198,7 +198,7 @@ class AnswersTests(SynchronousTestCase):
         class Connector:
             sentInSyn = 4
 
-        protocol.handler._stackConnector = Connector()
+        protocol.handler.command._stackConnector = Connector()
         upstream = RecordingTransport()
         harness.upstream.last.succeed(upstream)
         auth, [operation] = replies(transport.value())
@@ -672,7 +672,7 @@ class ListenBacklogTests(TestCase):
             for option in auth.options
             if isinstance(option, SessionIdOption)
         )
-        from socksd.server.socks6 import sessionTableFor
+        from socksd.server.socks6.sessions import sessionTableFor
 
         self.addCleanup(sessionTableFor(self.server).close, sessionId)
         self.assertEqual(listening.code, 0)
@@ -789,7 +789,7 @@ class ExtendedErrorTests(SynchronousTestCase):
         """
         from ipaddress import IPv4Address as V4
 
-        from socksd.server._socks6udperror import IP_RECVERR, parseExtendedError
+        from socksd.server.socks6.udperror import IP_RECVERR, parseExtendedError
         from socksd.wire.socks6 import UdpErrorCode
 
         reporter = _sockaddrIn("192.0.2.254")
@@ -827,7 +827,7 @@ class ExtendedErrorTests(SynchronousTestCase):
         """
         from ipaddress import IPv4Address as V4, IPv6Address as V6
 
-        from socksd.server._socks6udperror import IPV6_RECVERR, parseExtendedError
+        from socksd.server.socks6.udperror import IPV6_RECVERR, parseExtendedError
         from socksd.wire.socks6 import UdpErrorCode
 
         reporter = _sockaddrIn6("2001:db8::1")
@@ -877,7 +877,7 @@ class ErrorReportingPortTests(TestCase):
         from twisted.internet import reactor
         from twisted.internet.protocol import DatagramProtocol
 
-        from socksd.server._socks6udperror import listenReportingErrors
+        from socksd.server.socks6.udperror import listenReportingErrors
 
         protocol = DatagramProtocol()
         received: list[bytes] = []

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from socksd.policy import Policy
 from socksd.server import ServerConfig
-from socksd.server.udp import MAX_PENDING
+from socksd.server.commands.udp import MAX_PENDING
 from socksd.test.test_bind import WAIT, connectClient, startSocksd
 from socksd.testing import FakeResolver
 

@@ -29,7 +29,7 @@ parity and reservation done, or parity 0 (none) and reserve 0 when the
 port was not chosen by parity.
 
 UDP Error (a stack option with availability 2): the association's socket
-reads ICMP errors (L{socksd.server._socks6udperror}) and each one about a
+reads ICMP errors (L{socksd.server.socks6.udperror}) and each one about a
 datagram the client sent, with one of the draft's error codes, goes to the
 client as a Datagram Error message, the way datagrams go (on TCP or UDP).
 The option is answered available when C{IP_RECVERR} is on, else not
@@ -49,30 +49,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from socksd.address import Destination
-from socksd.errors import MalformedMessage, NotAllowed
-from socksd.interfaces import ConnectContext
-from socksd.replies import successFor
-from socksd.server._socks6udperror import (
-    adoptReportingErrors,
-    listenReportingErrors,
-)
-from socksd.server.relay import boundDestination
+from socksd.errors import MalformedMessage
 from socksd.wire.socks6 import (
     Parity,
-    PortParityOption,
     Socks6UdpStreamCodec,
-    StackLeg,
     UdpAssociationConfirmation,
-    UdpError,
-    UdpErrorOption,
-    Availability,
-    UdpAssociationInit,
     UdpDatagram,
+    UdpError,
     buildMessage,
     decodeUdpPacket,
 )
 
-__all__ = ["serveUdpAssociate6", "Socks6Association", "listenWithParity"]
+__all__ = ["Socks6Association", "listenWithParity"]
 
 log = Logger()
 
@@ -87,117 +75,6 @@ def _ip(host: Any) -> IPv4Address | IPv6Address | None:
         return None
     mapped = getattr(found, "ipv4_mapped", None)
     return mapped if mapped is not None else found
-
-
-def serveUdpAssociate6(handler: Any, context: ConnectContext) -> None:
-    """
-    Serve a SOCKS6 UDP ASSOCIATE for C{handler} (a L{Socks6Handler}).
-    """
-    connection = handler.connection
-    factory = connection.factory
-    if handler.allowedBy(Destination(IPv4Address(0), 0), context, "UDP ASSOCIATE") is None:
-        return
-    host = getattr(connection.transport.getHost(), "host", None)
-    clientHost = _ip(getattr(connection.transport.getPeer(), "host", None))
-    if _ip(host) is None or clientHost is None:
-        handler.refuse(
-            NotAllowed("UDP ASSOCIATE needs an IP connection"),
-            "UDP ASSOCIATE refused: the client did not come in over IP",
-        )
-        return
-    association = Socks6Association(handler, context, clientHost)
-    parity = _requestedParity(handler)
-    wantsErrors = _wantsErrors(handler)
-    reactor = factory.reactor
-    try:
-        port = None
-        if parity is not None:
-            adopt = None
-            if wantsErrors:
-                adopt = lambda fileno, family, protocol: adoptReportingErrors(
-                    reactor, fileno, family, protocol
-                )
-            port, association.reserved = listenWithParity(
-                reactor,
-                association,
-                host,
-                parity.parity,
-                bool(parity.reserve),
-                adopt=adopt,
-            )
-            if port is not None:
-                handler._stackReplies = tuple(
-                    (
-                        PortParityOption(
-                            StackLeg.PROXY_REMOTE, parity.parity, parity.reserve
-                        )
-                        if isinstance(option, PortParityOption)
-                        else option
-                    )
-                    for option in handler._stackReplies
-                )
-        if port is None and wantsErrors:
-            port = listenReportingErrors(reactor, association, host)
-        if port is None:
-            port = reactor.listenUDP(0, association, interface=host)
-        association.port = port
-        if wantsErrors and getattr(port, "reportingErrors", False):
-            association.reportErrors = True
-            handler._stackReplies = tuple(
-                (
-                    UdpErrorOption(StackLeg.PROXY_REMOTE, Availability.AVAILABLE)
-                    if isinstance(option, UdpErrorOption)
-                    else option
-                )
-                for option in handler._stackReplies
-            )
-    except Exception as error:
-        handler.refuse(error, f"UDP ASSOCIATE could not listen on {host}: {error}")
-        return
-    early = b"".join(handler._early) if handler._early else b""
-    handler._early = None
-    connection.handler = association
-    code = successFor(handler.profile)
-    connection.record.reply = code
-    connection.transport.write(
-        handler.buildReply(code, boundDestination(association.port.getHost()))
-        + buildMessage(UdpAssociationInit(association.associationId))
-    )
-    association.startTimer()
-    if early:
-        association.dataReceived(early)
-
-
-def _requestedParity(handler: Any) -> PortParityOption | None:
-    """
-    @return: the request's Port Parity option on the proxy-remote leg
-        asking for a parity, when the request's port is 0 (else the draft
-        says to ignore it).
-    """
-    request = handler.request
-    if request is None or request.destination.port != 0:
-        return None
-    for option in request.stackOptions:
-        if (
-            isinstance(option, PortParityOption)
-            and option.appliesToRemote
-            and option.parity != Parity.NONE
-        ):
-            return option
-    return None
-
-
-def _wantsErrors(handler: Any) -> bool:
-    """Whether the request asks for Datagram Error messages."""
-    request = handler.request
-    if request is None:
-        return False
-    return any(
-        isinstance(option, UdpErrorOption)
-        and option.appliesToRemote
-        and option.availability == Availability.AVAILABLE
-        for option in request.stackOptions
-    )
 
 
 def listenWithParity(
@@ -275,10 +152,10 @@ class Socks6Association(DatagramProtocol):
         C{clientAddress} the client's UDP address for C{"udp"}.
     """
 
-    def __init__(self, handler: Any, context: ConnectContext, clientHost: Any) -> None:
-        self.handler = handler
-        self.connection = handler.connection
-        self.context = context
+    def __init__(self, pipeline: Any, clientHost: Any) -> None:
+        self.pipeline = pipeline
+        self.connection = pipeline.connection
+        self.context = pipeline.context
         self.clientHost = clientHost
         self.associationId = secrets.randbits(64)
         self.mappedTo: str | None = None
@@ -378,7 +255,7 @@ class Socks6Association(DatagramProtocol):
     ) -> None:
         """
         An ICMP error about a datagram the association sent (from
-        L{socksd.server._socks6udperror.ErrorReportingPort}): a Datagram
+        L{socksd.server.socks6.udperror.ErrorReportingPort}): a Datagram
         Error message to the client, when it opted in and sent to that
         destination.
         """
@@ -420,7 +297,7 @@ class Socks6Association(DatagramProtocol):
         policy = self.connection.factory.policy
         if policy is not None:
             try:
-                if self.handler.checkPolicy(destination, self.context) is None:
+                if not policy.decide(self.context, destination).allowed:
                     return
             except Exception:
                 log.failure("the policy failed to decide on a datagram")

@@ -1,8 +1,7 @@
 """
 UDP ASSOCIATE (RFC 1928 section 7), for SOCKS5.
 
-L{serveUdpAssociate} is the C{udpAssociate} method of the SOCKS5 handler's
-command table.  It opens one UDP socket per association, on the address of
+L{Socks5UdpAssociate} is the command.  It opens one UDP socket per association, on the address of
 the interface the client came in on, and answers with that socket's address
 and port.  The client's TCP connection becomes the control connection: when
 it closes (or sends EOF), the association ends; so does an association that
@@ -38,14 +37,28 @@ from twisted.python.failure import Failure
 
 from socksd.address import Destination
 from socksd.errors import MalformedMessage, NotAllowed
-from socksd.interfaces import ConnectContext
-from socksd.replies import successFor
+from socksd.interfaces import ALLOW, Decision
 from socksd.resolve import CachingResolver
+from socksd.server.commands._base import Command
+from socksd.replies import successFor
 from socksd.server.relay import boundDestination
+from socksd.server.socks6.stack import applyStackOptions
+from socksd.server.socks6.udp import Socks6Association, listenWithParity
+from socksd.server.socks6.udperror import adoptReportingErrors, listenReportingErrors
+from socksd.wire.socks6 import (
+    Availability,
+    Parity,
+    PortParityOption,
+    StackLeg,
+    UdpAssociationInit,
+    UdpErrorOption,
+    buildMessage,
+)
 from socksd.wire.socks5 import buildUdpDatagram, parseUdpDatagram
 
 __all__ = [
-    "serveUdpAssociate",
+    "Socks5UdpAssociate",
+    "Socks6UdpAssociate",
     "UdpAssociation",
     "UdpControl",
     "MAX_PENDING",
@@ -63,6 +76,11 @@ MAX_REMOTES = 1024
 #: Seconds between two log events about dropped datagrams, per association.
 LOG_INTERVAL = 10.0
 
+_ANY = Destination(IPv4Address(0), 0)
+
+#: What a policy that failed to decide amounts to: a refusal.
+_FAILED = Decision(False, "the policy failed to decide")
+
 
 def _ip(host: Any) -> IPv4Address | IPv6Address | None:
     """An address literal as an address (IPv4-mapped IPv6 as IPv4), or L{None}."""
@@ -74,44 +92,45 @@ def _ip(host: Any) -> IPv4Address | IPv6Address | None:
     return mapped if mapped is not None else found
 
 
-def serveUdpAssociate(
-    handler: Any, destination: Destination, context: ConnectContext
-) -> None:
+class Socks5UdpAssociate(Command):
     """
-    Serve a UDP ASSOCIATE request for C{handler} (a SOCKS5 handler).
+    SOCKS5's UDP ASSOCIATE: see the module docstring.
 
-    @param destination: where the client will send from; its port, when not
-        0, is the only port the client may use.  Its address is not trusted:
-        only the control connection's peer address may use the association.
+    The request's destination is where the client will send from; its
+    port, when not 0, is the only port the client may use.  Its address is
+    not trusted: only the control connection's peer address may use the
+    association.  The policy decides on each datagram, not on the request.
     """
-    connection = handler.connection
-    factory = connection.factory
-    transport = connection.transport
-    host = getattr(transport.getHost(), "host", None)
-    clientHost = _ip(getattr(transport.getPeer(), "host", None))
-    if _ip(host) is None or clientHost is None:
-        handler.refuse(
-            NotAllowed("UDP ASSOCIATE needs an IP connection"),
-            "UDP ASSOCIATE refused: the client did not come in over IP",
+
+    policyCheck = None
+
+    __slots__ = ()
+
+    def start(self, decision: Decision) -> None:
+        pipeline = self.pipeline
+        connection = pipeline.connection
+        factory = pipeline.factory
+        transport = connection.transport
+        host = getattr(transport.getHost(), "host", None)
+        clientHost = _ip(getattr(transport.getPeer(), "host", None))
+        if _ip(host) is None or clientHost is None:
+            pipeline.refuse(
+                NotAllowed("UDP ASSOCIATE needs an IP connection"),
+                "UDP ASSOCIATE refused: the client did not come in over IP",
+            )
+            return
+        association = UdpAssociation(
+            pipeline, clientHost, pipeline.request.destination.port or None
         )
-        return
-    association = UdpAssociation(handler, context, clientHost, destination.port or None)
-    try:
-        association.port = factory.reactor.listenUDP(0, association, interface=host)
-    except Exception as error:
-        handler.refuse(error, f"UDP ASSOCIATE could not listen on {host}: {error}")
-        return
-    handler._early = None
-    control = UdpControl(association)
-    connection.handler = control
-    code = successFor(handler.profile)
-    record = connection.record
-    record.reply = code
-    record.relay = association
-    connection.transport.write(
-        handler.buildReply(code, boundDestination(association.port.getHost()))
-    )
-    association.startTimer()
+        try:
+            association.port = factory.reactor.listenUDP(0, association, interface=host)
+        except Exception as error:
+            pipeline.refuse(error, f"UDP ASSOCIATE could not listen on {host}: {error}")
+            return
+        pipeline.handOver(UdpControl(association))
+        connection.record.relay = association
+        pipeline.sendSuccess(boundDestination(association.port.getHost()), now=False)
+        association.startTimer()
 
 
 class UdpControl:
@@ -130,18 +149,14 @@ class UdpControl:
 
     def readConnectionLost(self) -> None:
         """EOF from the client ends the association."""
-        self.association.handler.connection.finish(
-            "client closed the UDP control connection"
-        )
+        self.association.connection.finish("client closed the UDP control connection")
 
     def writeConnectionLost(self) -> None:
         """Nothing to do."""
 
     def connectionLost(self, reason: Failure) -> None:
         """The control connection is gone: close the socket."""
-        self.association.handler.connection.record.setReason(
-            "UDP control connection closed"
-        )
+        self.association.connection.record.setReason("UDP control connection closed")
         self.association.stop()
 
 
@@ -161,17 +176,16 @@ class UdpAssociation(DatagramProtocol):
 
     def __init__(
         self,
-        handler: Any,
-        context: ConnectContext,
+        pipeline: Any,
         clientHost: IPv4Address | IPv6Address,
         clientPort: int | None,
     ) -> None:
-        self.handler = handler
-        self.connection = handler.connection
-        factory = self.connection.factory
+        self.pipeline = pipeline
+        self.connection = pipeline.connection
+        factory = pipeline.factory
         self.reactor = factory.reactor
         self.policy = factory.policy
-        self.context = context
+        self.context = pipeline.context
         self.resolver = CachingResolver(
             factory.resolver, factory.reactor, maxEntries=64
         )
@@ -268,19 +282,19 @@ class UdpAssociation(DatagramProtocol):
         if frag != 0:
             self._drop(f"fragment (FRAG {frag}) from the client")
             return
-        context = self.context
+        decision = ALLOW
         if self.policy is not None:
             try:
-                context = self.handler.checkPolicy(destination, context)
+                decision = self.policy.decide(self.context, destination)
             except Exception:
                 log.failure("the policy failed to decide on a UDP datagram")
-                context = None
-            if context is None:
+                decision = _FAILED
+            if not decision.allowed:
                 self._drop(f"destination {destination} refused by policy")
                 return
         host = destination.host
         if not isinstance(host, str):
-            self._send(host, destination.port, payload, context, False)
+            self._send(host, destination.port, payload, destination, decision, False)
             return
         if self._pending >= MAX_PENDING:
             self._drop(f"too many datagrams waiting for names ({destination})")
@@ -296,7 +310,7 @@ class UdpAssociation(DatagramProtocol):
             if address is None:
                 self._drop(f"{host} has no address of the socket's family")
                 return
-            self._send(address, destination.port, payload, context, True)
+            self._send(address, destination.port, payload, destination, decision, True)
 
         def failed(failure: Failure) -> None:
             self._pending -= 1
@@ -318,18 +332,22 @@ class UdpAssociation(DatagramProtocol):
         address: Any,
         port: int,
         payload: bytes,
-        context: ConnectContext,
+        destination: Destination,
+        decision: Decision,
         resolved: bool,
     ) -> None:
         policy = self.policy
-        if (
-            resolved
-            and policy is not None
-            and getattr(policy, "requireResolvedCheck", False)
-            and not policy.allowAddress(context, address, port)
-        ):
-            self._drop(f"resolved address {address} refused by policy")
-            return
+        if resolved and policy is not None and decision.checkAddresses:
+            try:
+                decision = policy.decideResolved(
+                    self.context, destination, [address], decision
+                )
+            except Exception:
+                log.failure("the policy failed to decide on a UDP datagram")
+                decision = _FAILED
+            if not decision.allowed:
+                self._drop(f"resolved address {address} refused by policy")
+                return
         address = _ip(address)
         if address is None or port == 0:
             self._drop("destination port 0 or bad address")
@@ -356,3 +374,120 @@ class UdpAssociation(DatagramProtocol):
             self._drop(f"sending back to the client failed: {error}")
             return
         self.bytesDown += len(data)
+
+
+class Socks6UdpAssociate(Command):
+    """
+    SOCKS6's UDP ASSOCIATE: see the module docstring.  The policy decides
+    on the association ("any" destination) and on each datagram.
+    """
+
+    policyCheck = "UDP ASSOCIATE"
+
+    __slots__ = ()
+
+    def policyDestination(self) -> Destination:
+        """Any destination: datagrams are decided on one by one."""
+        return _ANY
+
+    def start(self, decision: Decision) -> None:
+        pipeline = self.pipeline
+        connection = pipeline.connection
+        factory = pipeline.factory
+        request = pipeline.request
+        stackOptions = request.socks6.stackOptions
+        options = applyStackOptions(
+            stackOptions, None, request.destination, factory.upstream
+        )
+        host = getattr(connection.transport.getHost(), "host", None)
+        clientHost = _ip(getattr(connection.transport.getPeer(), "host", None))
+        if _ip(host) is None or clientHost is None:
+            pipeline.refuse(
+                NotAllowed("UDP ASSOCIATE needs an IP connection"),
+                "UDP ASSOCIATE refused: the client did not come in over IP",
+            )
+            return
+        association = Socks6Association(pipeline, clientHost)
+        parity = _requestedParity(request)
+        wantsErrors = _wantsErrors(stackOptions)
+        reactor = factory.reactor
+        try:
+            port = None
+            if parity is not None:
+                adopt = None
+                if wantsErrors:
+                    adopt = lambda fileno, family, protocol: adoptReportingErrors(
+                        reactor, fileno, family, protocol
+                    )
+                port, association.reserved = listenWithParity(
+                    reactor,
+                    association,
+                    host,
+                    parity.parity,
+                    bool(parity.reserve),
+                    adopt=adopt,
+                )
+                if port is not None:
+                    options = _replaced(
+                        options,
+                        PortParityOption(
+                            StackLeg.PROXY_REMOTE, parity.parity, parity.reserve
+                        ),
+                    )
+            if port is None and wantsErrors:
+                port = listenReportingErrors(reactor, association, host)
+            if port is None:
+                port = reactor.listenUDP(0, association, interface=host)
+            association.port = port
+            if wantsErrors and getattr(port, "reportingErrors", False):
+                association.reportErrors = True
+                options = _replaced(
+                    options,
+                    UdpErrorOption(StackLeg.PROXY_REMOTE, Availability.AVAILABLE),
+                )
+        except Exception as error:
+            pipeline.refuse(error, f"UDP ASSOCIATE could not listen on {host}: {error}")
+            return
+        early = pipeline.handOver(association)
+        code = successFor(request.profile)
+        connection.transport.write(
+            pipeline.reply(code, boundDestination(association.port.getHost()), options)
+            + buildMessage(UdpAssociationInit(association.associationId))
+        )
+        association.startTimer()
+        if early:
+            association.dataReceived(early)
+
+
+def _replaced(options: tuple[Any, ...], option: Any) -> tuple[Any, ...]:
+    """C{options} with C{option} in place of those of its type."""
+    kind = type(option)
+    return tuple(option if isinstance(o, kind) else o for o in options)
+
+
+def _requestedParity(request: Any) -> PortParityOption | None:
+    """
+    @return: the request's Port Parity option on the proxy-remote leg
+        asking for a parity, when the request's port is 0 (else the draft
+        says to ignore it).
+    """
+    if request.destination.port != 0:
+        return None
+    for option in request.socks6.stackOptions:
+        if (
+            isinstance(option, PortParityOption)
+            and option.appliesToRemote
+            and option.parity != Parity.NONE
+        ):
+            return option
+    return None
+
+
+def _wantsErrors(stackOptions: Any) -> bool:
+    """Whether the request asks for Datagram Error messages."""
+    return any(
+        isinstance(option, UdpErrorOption)
+        and option.appliesToRemote
+        and option.availability == Availability.AVAILABLE
+        for option in stackOptions
+    )

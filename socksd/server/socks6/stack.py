@@ -33,10 +33,10 @@ each saying what was done, in the way its layout allows:
     with the backlog used (L{socksd.server._socks6backlog});
   - Port Parity: echoed with parity 0 (none) and reserve 0; a UDP
     ASSOCIATE that honours it replaces the answer with the parity done
-    (L{socksd.server._socks6udp});
+    (L{socksd.server.socks6.udp});
   - UDP Error: not available; a UDP ASSOCIATE whose socket reports ICMP
     errors replaces the answer with available
-    (L{socksd.server._socks6udperror}).
+    (L{socksd.server.socks6.udperror}).
 """
 
 from __future__ import annotations

@@ -1,0 +1,47 @@
+"""
+What every command object has: see L{Command}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from socksd.address import Destination
+from socksd.interfaces import Decision
+
+__all__ = ["Command"]
+
+
+class Command:
+    """
+    The base of the commands: one object per request, made by the
+    L{socksd.server.pipeline.Pipeline} from the factory's C{commands}
+    registry, which then calls L{start} (once the policy allowed the
+    request) and, if the client leaves first, L{stop}.
+
+    A command reports through its pipeline: C{refuse}, C{answer},
+    C{sendSuccess}, C{startTunnel}, C{handOver}.
+
+    @cvar policyCheck: what the policy is asked about, for the log
+        (C{"destination"}, C{"BIND"}, C{"lookup"}, C{"UDP ASSOCIATE"}), or
+        L{None} when the command needs no decision.
+    @ivar pipeline: the request's pipeline.
+    """
+
+    policyCheck: ClassVar[str | None] = "destination"
+
+    __slots__ = ("pipeline",)
+
+    def __init__(self, pipeline: Any) -> None:
+        self.pipeline = pipeline
+
+    def policyDestination(self) -> Destination:
+        """The destination the policy decides on: the request's."""
+        return self.pipeline.request.destination
+
+    def start(self, decision: Decision) -> None:
+        """Serve the request, which C{decision} allowed."""
+        raise NotImplementedError()
+
+    def stop(self) -> None:
+        """The client left: stop what is in progress, free what is held."""

@@ -1,0 +1,499 @@
+"""
+BIND, for SOCKS4, SOCKS5 and SOCKS6: the proxy listens for one connection
+and relays it.
+
+L{Bind} listens on the address of the interface the client came in on (or
+C{ServerConfig.bindAddress}; L{bindHost} is the one choice every version
+shares), any port, sends the first reply with that address and port, and
+waits for a peer:
+
+  - SOCKS4 and SOCKS5: the peer must come from the request's DST.ADDR (the
+    expected peer; the unspecified address 0.0.0.0 or :: accepts any, and
+    a domain name accepts any of its addresses, resolved with the
+    factory's resolver).  Only the address is compared: the port a peer
+    connects from is its own choice.  A peer from another address is
+    refused, and the BIND fails with a second reply reporting the failure
+    (as the SOCKS4 protocol prescribes, and as RFC 1928's "reply fields
+    indicate the failure" allows), so a client is never left waiting on a
+    connection that an intruder took;
+  - SOCKS6: the address and port are the I{wanted bind address}, not an
+    expected peer, so any peer is accepted; the wanted address and port are
+    not honoured (the reply says which were used).  Inside a session, a
+    Listen Backlog option makes a BIND that keeps listening
+    (L{BacklogListener}), and further BINDs of the session to its address
+    take its connections one by one;
+  - the first connection is the only one: the listening port is closed as
+    soon as it arrives;
+  - after C{ServerConfig.bindTimeout} seconds with no connection, the client
+    gets a failure reply (TTL expired for SOCKS5, 91 for SOCKS4);
+  - the second reply carries the peer's address and port, then the relay
+    joins the two connections.  Bytes the client sent while waiting reach
+    the peer first.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from ipaddress import IPv4Address, ip_address
+from typing import Any
+
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from socksd.address import Destination
+from socksd.errors import ConnectTimeout, NotAllowed
+from socksd.interfaces import Decision
+from socksd.server.commands._base import Command
+from socksd.server.relay import UpstreamProtocol, abortTransport, boundDestination
+from socksd.server.socks6.stack import applyStackOptions
+from socksd.wire.socks6 import ListenBacklogOption, StackLeg
+
+__all__ = ["Bind", "BindListener", "BacklogListener", "bindHost", "MAX_BACKLOG"]
+
+log = Logger()
+
+#: The largest backlog socksd uses (Linux's default C{somaxconn} is 4096;
+#: a SOCKS client has no need for more).
+MAX_BACKLOG = 128
+
+_ANY = Destination(IPv4Address(0), 0)
+
+
+def bindHost(pipeline: Any) -> str | None:
+    """
+    The address a BIND listens on: C{ServerConfig.bindAddress}, else the
+    address of the interface the client came in on.  When that is not an
+    IP address (a UNIX socket), refuse the request.
+
+    @return: the host, or L{None} after refusing.
+    """
+    connection = pipeline.connection
+    host = pipeline.factory.config.bindAddress
+    if host is None:
+        host = getattr(connection.transport.getHost(), "host", None)
+    try:
+        ip_address(str(host).partition("%")[0])
+    except ValueError:
+        pipeline.refuse(
+            NotAllowed("BIND needs an IP listener"),
+            "BIND refused: the client did not come in over IP",
+        )
+        return None
+    return str(host)
+
+
+def _peerAddress(address: Any) -> Any:
+    """The IP address of a Twisted C{IAddress}, or L{None}."""
+    try:
+        found = ip_address(str(getattr(address, "host", "")).partition("%")[0])
+    except ValueError:
+        return None
+    mapped = getattr(found, "ipv4_mapped", None)
+    return mapped if mapped is not None else found
+
+
+def _requestedBacklog(request: Any) -> int:
+    """
+    @return: the backlog a SOCKS6 request's Listen Backlog option asks for
+        on the proxy-remote leg, or 0.
+    """
+    if request.socks6 is None:
+        return 0
+    for option in request.socks6.stackOptions:
+        if isinstance(option, ListenBacklogOption) and option.appliesToRemote:
+            return option.backlog
+    return 0
+
+
+class _BoundProtocol(UpstreamProtocol):
+    """The peer's connection: tells its L{Bind} when it is made."""
+
+    __slots__ = ("bind",)
+
+    def __init__(self, bind: Bind) -> None:
+        super().__init__()
+        self.bind = bind
+
+    def connectionMade(self) -> None:
+        self.bind.peerConnected(self)
+
+
+class BindListener(Factory):
+    """
+    The listening side of one BIND: the first connection goes to the
+    L{Bind}; every later one is refused.
+    """
+
+    noisy = False
+
+    def __init__(self, bind: Bind) -> None:
+        self.bind = bind
+
+    def buildProtocol(self, addr: Any) -> _BoundProtocol | None:
+        """Accept the expected peer, once; refuse anyone else."""
+        return self.bind.incoming(addr)
+
+
+class Bind(Command):
+    """
+    BIND: see the module docstring.
+
+    @ivar expected: the addresses the peer may come from; L{None}: any.
+    @ivar finished: the BIND has succeeded or failed.
+    """
+
+    policyCheck = "BIND"
+
+    __slots__ = (
+        "expected",
+        "finished",
+        "_options",
+        "_resolving",
+        "_port",
+        "_timer",
+        "_peer",
+        "_listener",
+    )
+
+    def __init__(self, pipeline: Any) -> None:
+        super().__init__(pipeline)
+        self.expected: frozenset[Any] | None = None
+        self.finished = False
+        self._options: tuple[Any, ...] = ()
+        self._resolving: Any = None
+        self._port: Any = None
+        self._timer: Any = None
+        self._peer: _BoundProtocol | None = None
+        self._listener: BacklogListener | None = None
+
+    @property
+    def connection(self) -> Any:
+        """The client's connection."""
+        return self.pipeline.connection
+
+    def _listening(self) -> BacklogListener | None:
+        """The session's open listener for the wanted address, if any."""
+        request = self.pipeline.request
+        session = request.session
+        if session is None:
+            return None
+        listener = session.listeners.get(request.destination)
+        if listener is None or listener.closed:
+            return None
+        return listener
+
+    def _backlog(self) -> int:
+        """The backlog a SOCKS6 request in a session asks for, or 0."""
+        request = self.pipeline.request
+        if request.session is None:
+            return 0
+        return _requestedBacklog(request)
+
+    def policyDestination(self) -> Destination:
+        """
+        SOCKS4 and SOCKS5: the expected peer.  SOCKS6: the wanted bind
+        address of a session's listening BIND, else "any" (0.0.0.0:0).
+        """
+        request = self.pipeline.request
+        if request.version == 6 and (
+            self._listening() is None and self._backlog() <= 0
+        ):
+            return _ANY
+        return request.destination
+
+    def start(self, decision: Decision) -> None:
+        """Listen (or join a session's listener), then wait for the peer."""
+        pipeline = self.pipeline
+        request = pipeline.request
+        if request.version == 6:
+            self._options = applyStackOptions(
+                request.socks6.stackOptions,
+                None,
+                request.destination,
+                pipeline.factory.upstream,
+            )
+        host = bindHost(pipeline)
+        if host is None:
+            return
+        if request.version == 6:
+            listener = self._listening()
+            if listener is not None:
+                self._waitOn(listener)
+                return
+            backlog = self._backlog()
+            if backlog > 0:
+                self._listenWithBacklog(host, backlog)
+                return
+            self.listen(host)
+            return
+        expected = request.destination.host
+        if isinstance(expected, str):
+            resolving = maybeDeferred(pipeline.factory.resolver.resolve, expected)
+            self._resolving = resolving
+
+            def resolved(addresses: list[Any]) -> None:
+                self._resolving = None
+                if not self.finished:
+                    self.expected = frozenset(addresses)
+                    self.listen(host)
+
+            def failed(failure: Failure) -> None:
+                self._resolving = None
+                if not self.finished:
+                    self.fail(
+                        failure,
+                        f"BIND peer name not resolved: {failure.getErrorMessage()}",
+                    )
+
+            resolving.addCallbacks(resolved, failed)
+            resolving.addErrback(self.bug)
+            return
+        if not expected.is_unspecified:
+            self.expected = frozenset([expected])
+        self.listen(host)
+
+    def listen(self, host: str) -> None:
+        """Listen on C{host}, send the first reply, and start the timer."""
+        factory = self.pipeline.factory
+        try:
+            self._port = factory.reactor.listenTCP(0, BindListener(self), interface=host)
+        except Exception as error:
+            self.fail(error, f"BIND could not listen on {host}: {error}")
+            return
+        self.pipeline.sendSuccess(
+            boundDestination(self._port.getHost()), self._options, now=False
+        )
+        self._startTimer()
+
+    def _startTimer(self) -> None:
+        factory = self.pipeline.factory
+        timeout = factory.config.bindTimeout
+        if timeout is not None:
+            self._timer = factory.reactor.callLater(timeout, self._timedOut)
+
+    def _stopListening(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        port, self._port = self._port, None
+        if port is not None:
+            port.stopListening()
+
+    def fail(self, error: BaseException | Failure, reason: str) -> None:
+        """End the BIND with the failure reply for C{error}."""
+        self.finished = True
+        self._stopListening()
+        self.pipeline.refuse(error, reason)
+
+    def bug(self, failure: Failure) -> None:
+        """A bug in a callback: log it and drop the client."""
+        self.finished = True
+        self._stopListening()
+        self.connection.bug("serving a BIND failed", failure)
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        if not self.finished:
+            self.fail(
+                ConnectTimeout("no peer connected to the BIND in time"),
+                "BIND timed out",
+            )
+
+    def incoming(self, addr: Any) -> _BoundProtocol | None:
+        """A connection arrived on the BIND port: see the module docstring."""
+        if self.finished:
+            return None
+        peer = _peerAddress(addr)
+        if self.expected is not None and peer not in self.expected:
+            log.warn(
+                "BIND from {client}: refused a connection from {peer}, "
+                "not the expected peer",
+                client=self.connection.record.client,
+                peer=addr,
+            )
+            self.fail(
+                NotAllowed("the BIND peer is not the expected one"),
+                f"BIND refused an unexpected peer {peer}",
+            )
+            return None
+        self.finished = True
+        self._stopListening()
+        self._peer = _BoundProtocol(self)
+        return self._peer
+
+    def peerConnected(self, peer: _BoundProtocol) -> None:
+        """Send the second reply, then relay."""
+        self._peer = None
+        if not self.connection.open:
+            abortTransport(peer.transport)
+            return
+        self.pipeline.startTunnel(
+            peer,
+            boundDestination(peer.transport.getPeer()),
+            self._options,
+            splice=False,
+        )
+
+    def stop(self) -> None:
+        """The client left: stop listening, and drop a peer not yet relayed."""
+        if not self.finished:
+            self.connection.record.setReason(
+                "client closed while waiting for the BIND peer"
+            )
+        self.finished = True
+        resolving, self._resolving = self._resolving, None
+        if resolving is not None:
+            resolving.cancel()
+        self._stopListening()
+        peer, self._peer = self._peer, None
+        if peer is not None and peer.transport is not None and peer.connected:
+            abortTransport(peer.transport)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+
+    # SOCKS6 listening BINDs
+
+    def _listenWithBacklog(self, host: str, backlog: int) -> None:
+        """
+        The first BIND with a backlog (in a session): listen, reply with
+        the address and the backlog used, keep listening while the
+        connection lasts.
+        """
+        pipeline = self.pipeline
+        used = min(backlog, MAX_BACKLOG)
+        listener = BacklogListener(pipeline.request.session)
+        try:
+            bound = listener.listen(pipeline.factory.reactor, host, used)
+        except Exception as error:
+            pipeline.refuse(error, f"BIND could not listen on {host}: {error}")
+            return
+        self.finished = True
+        self._listener = listener
+        listener.session.listeners[bound] = listener
+        options = tuple(
+            (
+                ListenBacklogOption(StackLeg.PROXY_REMOTE, used)
+                if isinstance(option, ListenBacklogOption)
+                else option
+            )
+            for option in self._options
+        )
+        pipeline.handOver(_Control(self.connection, listener))
+        pipeline.sendSuccess(bound, options, now=False)
+
+    def _waitOn(self, listener: BacklogListener) -> None:
+        """
+        A further BIND of the session to C{listener}'s address: the first
+        reply now, the second when the next connection is accepted.
+        """
+        self.pipeline.sendSuccess(listener.bound, self._options, now=False)
+        self._startTimer()
+        listener.wait(self)
+
+
+class _Control:
+    """
+    The handler of the first connection of a BIND with a backlog: it only
+    keeps the listener open.
+    """
+
+    __slots__ = ("connection", "listener")
+
+    def __init__(self, connection: Any, listener: BacklogListener) -> None:
+        self.connection = connection
+        self.listener = listener
+
+    def dataReceived(self, data: bytes) -> None:
+        """Discard: this connection relays nothing."""
+
+    def readConnectionLost(self) -> None:
+        """The client ended: so does the listening."""
+        self.connection.finish("client ended the listening BIND")
+
+    def writeConnectionLost(self) -> None:
+        """Nothing to do."""
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Stop listening."""
+        self.listener.close()
+
+
+class BacklogListener(Factory):
+    """
+    The listening port of a SOCKS6 BIND with a backlog, and the BINDs of
+    the session waiting for its connections.
+
+    @ivar session: the session whose listener this is.
+    @ivar port: the listening port.
+    @ivar bound: the address and port it listens on.
+    @ivar waiting: the L{Bind} commands waiting, in the order they came.
+    """
+
+    noisy = False
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.port: Any = None
+        self.bound: Destination | None = None
+        self.waiting: deque[Bind] = deque()
+        self.closed = False
+
+    def listen(self, reactor: Any, host: str, backlog: int) -> Destination:
+        """Listen on C{host} with C{backlog}, accepting nothing yet."""
+        self.port = reactor.listenTCP(0, self, backlog=backlog, interface=host)
+        self.port.stopReading()
+        self.bound = boundDestination(self.port.getHost())
+        return self.bound
+
+    def close(self) -> None:
+        """Stop listening; fail the BINDs still waiting."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.session.listeners.get(self.bound) is self:
+            del self.session.listeners[self.bound]
+        port, self.port = self.port, None
+        if port is not None:
+            port.stopListening()
+        while self.waiting:
+            waiting = self.waiting.popleft()
+            if not waiting.finished:
+                waiting.fail(
+                    ConnectionAbortedError("the listening BIND ended"),
+                    "the listening BIND ended",
+                )
+
+    def _prune(self) -> None:
+        while self.waiting and (
+            self.waiting[0].finished or not self.waiting[0].connection.connected
+        ):
+            self.waiting.popleft()
+
+    def _acceptOne(self) -> None:
+        """Accept one connection when a BIND waits, else none."""
+        self._prune()
+        if self.port is None:
+            return
+        if self.waiting:
+            # One accept per readiness, so the others stay queued.
+            self.port.numberAccepts = 1
+            self.port.startReading()
+        else:
+            self.port.stopReading()
+
+    def wait(self, bind: Bind) -> None:
+        """Give the next connection to C{bind}."""
+        self.waiting.append(bind)
+        self._acceptOne()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """The next connection goes to the first BIND still waiting."""
+        self._prune()
+        protocol = None
+        if self.waiting:
+            protocol = self.waiting.popleft().incoming(addr)
+        self._acceptOne()
+        return protocol

@@ -1,0 +1,521 @@
+"""
+One client connection: the first byte picks the protocol, a sans-IO
+handshake negotiates, and the request pipeline serves the request.
+
+The factory builds a L{SocksConnection} per connection.  Its first byte
+picks an entry of the factory's C{handlers} mapping (0x04 SOCKS4/4A, 0x05
+SOCKS5, 0x06 SOCKS6, the first letters of HTTP methods); a byte no entry
+claims closes the connection.  An entry is a callable that takes the
+connection and returns its I{handler}, the object that gets every later
+event of the connection (C{dataReceived(data)}, the first call with the
+first byte; C{readConnectionLost()}; C{writeConnectionLost()};
+C{connectionLost(reason)}).
+
+For the protocols socksd speaks, the handler is a L{Negotiation}: it feeds
+the bytes to the protocol's handshake (L{socksd.handshake}) and carries out
+the actions it returns: it sends bytes, checks credentials with the
+factory's authenticator, refuses, and once the request is ready hands the
+connection to the request pipeline (L{socksd.server.pipeline.Pipeline}),
+which then becomes the handler.  Once a tunnel is up, the relay's
+direction objects take its place (L{socksd.server.relay}).
+
+The connection keeps its L{ConnectionRecord} and sends its one log event
+when it is gone; it guards every entry point, so that no exception reaches
+the reactor.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from socksd.errors import AuthenticationFailed
+from socksd.handshake import (
+    CheckCredentials,
+    Refuse,
+    RequestReady,
+    Send,
+    ServerHandshake,
+)
+from socksd.handshake.socks5 import MAX_MESSAGE
+from socksd.server._log import ConnectionRecord
+from socksd.server.pipeline import Pipeline
+from socksd.server.relay import abortTransport, setNoDelay, tcpTransports, writeNow
+
+__all__ = ["SocksConnection", "Handler", "Negotiation", "negotiating"]
+
+log = Logger()
+
+
+class Handler:
+    """
+    A base for handlers that serve a whole connection themselves (the
+    factory's C{handlers} mapping may name such a class).
+
+    @ivar connection: the L{SocksConnection}.
+    """
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: SocksConnection) -> None:
+        self.connection = connection
+
+    def dataReceived(self, data: bytes) -> None:
+        """Bytes from the client (the first call includes the first byte)."""
+        raise NotImplementedError()
+
+    def readConnectionLost(self) -> None:
+        """The client sent EOF before its request was complete: close."""
+        self.connection.finish("client sent EOF during the handshake")
+
+    def writeConnectionLost(self) -> None:
+        """Writing to the client was shut down."""
+
+    def connectionLost(self, reason: Failure) -> None:
+        """The client's connection is gone."""
+        self.connection.record.setReason("client closed during the handshake")
+
+
+class _Closing:
+    """
+    The handler of a connection that is closing: it ignores what still
+    arrives, and lets the previous handler clean up when the connection is
+    gone.
+    """
+
+    __slots__ = ("previous",)
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def readConnectionLost(self) -> None:
+        pass
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.previous is not None:
+            self.previous.connectionLost(reason)
+
+
+class _FirstByte:
+    """
+    The handler of a new connection: the first byte picks the next one.
+
+    Behind a PROXY-protocol listener (C{haproxy:}), the real client's
+    address is known only once the PROXY header is read, which is before the
+    first byte reaches the connection: so the client's address is looked at
+    again here, and a new one is recorded and checked against the policy.
+    """
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: SocksConnection) -> None:
+        self.connection = connection
+
+    def dataReceived(self, data: bytes) -> None:
+        if not data:
+            return
+        connection = self.connection
+        record = connection.record
+        transport = connection.transport
+        # A plain TCP transport's peer is the one connectionMade saw.
+        peer = record.client
+        if type(transport) not in tcpTransports():
+            peer = transport.getPeer()
+        if peer != record.client:
+            record.client = peer
+            policy = connection.factory.policy
+            if policy is not None and not policy.allowClient(peer):
+                connection.finish("client refused by policy")
+                return
+            admission = connection.admission
+            if admission is not None and not admission.moveTo(peer):
+                connection.finish("too many connections from this client")
+                return
+        build = connection.factory.handlers.get(data[0])
+        if build is None:
+            connection.finish(f"unknown first byte 0x{data[0]:02x}")
+            return
+        handler = build(connection)
+        connection.handler = handler
+        handler.dataReceived(data)
+
+    def readConnectionLost(self) -> None:
+        self.connection.finish("client sent EOF before anything else")
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.connection.record.setReason("client closed before sending anything")
+
+
+@implementer(IProtocol, IHalfCloseableProtocol)
+class SocksConnection:
+    """
+    The protocol of one client connection; see the module docstring.
+
+    @ivar factory: the L{socksd.server.SocksServerFactory}.
+    @ivar transport: the client's transport.
+    @ivar record: the connection's L{ConnectionRecord}.
+    @ivar handler: where the connection's events go now.
+    @ivar handshake: the protocol's handshake, once the first byte chose
+        one, else L{None}.
+    @ivar closing: C{True} once L{finish} was called.
+    @ivar admission: the connection's place in the factory's connection
+        limits (L{socksd.server.limits.Admission}), or L{None}.
+    """
+
+    __slots__ = (
+        "factory",
+        "transport",
+        "connected",
+        "record",
+        "handler",
+        "handshake",
+        "closing",
+        "admission",
+        "_timer",
+        "_paused",
+    )
+
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+        self.transport: Any = None
+        self.connected = 0
+        self.record: ConnectionRecord | None = None
+        self.handler: Any = _FirstByte(self)
+        self.handshake: ServerHandshake | None = None
+        self.closing = False
+        self.admission: Any = None
+        self._timer: Any = None
+        self._paused = False
+
+    # IProtocol and IHalfCloseableProtocol
+
+    def makeConnection(self, transport: Any) -> None:
+        """See L{IProtocol.makeConnection}."""
+        self.connected = 1
+        self.transport = transport
+        try:
+            self.connectionMade()
+        except Exception:
+            self._crash("starting the connection failed")
+
+    def connectionMade(self) -> None:
+        """Check the client against the policy, and start the handshake timer."""
+        factory = self.factory
+        client = self.transport.getPeer()
+        self.record = ConnectionRecord(client, factory.reactor.seconds())
+        config = factory.config
+        if config.tcpNoDelay:
+            setNoDelay(self.transport)
+        policy = factory.policy
+        if policy is not None and not policy.allowClient(client):
+            self.finish("client refused by policy")
+            return
+        limits = factory.limits
+        if limits is not None:
+            admission = limits.admit(client)
+            if isinstance(admission, str):
+                self.finish(admission)
+                return
+            self.admission = admission
+        if config.handshakeTimeout is not None:
+            self._timer = factory.reactor.callLater(
+                config.handshakeTimeout, self._handshakeTimedOut
+            )
+
+    def dataReceived(self, data: bytes) -> None:
+        """Hand C{data} to the current handler."""
+        try:
+            self.handler.dataReceived(data)
+        except Exception:
+            self._crash("handling the client's data failed")
+
+    def readConnectionLost(self) -> None:
+        """The client sent EOF: tell the current handler."""
+        try:
+            self.handler.readConnectionLost()
+        except Exception:
+            self._crash("handling the client's EOF failed")
+
+    def writeConnectionLost(self) -> None:
+        """Writing to the client was shut down: tell the current handler."""
+        try:
+            self.handler.writeConnectionLost()
+        except Exception:
+            self._crash("handling the client's half-close failed")
+
+    def connectionLost(self, reason: Failure) -> None:
+        """The client's connection is gone: clean up, then log the connection."""
+        self.connected = 0
+        self._cancelTimer()
+        if self.admission is not None:
+            self.admission.release()
+        handler, self.handler = self.handler, _Closing(None)
+        try:
+            handler.connectionLost(reason)
+        except Exception:
+            log.failure("cleaning up a closed connection failed")
+        record = self.record
+        if record is None:
+            return
+        try:
+            if record.reason is None and not reason.check(ConnectionDone):
+                record.setReason(f"connection lost: {reason.getErrorMessage()}")
+            record.emit(self.factory.reactor.seconds())
+        except Exception:
+            log.failure("logging a connection failed")
+        metrics = self.factory.metrics
+        if metrics is not None:
+            try:
+                metrics.connectionClosed(record)
+            except Exception:
+                log.failure("counting a connection failed")
+
+    # For handlers
+
+    @property
+    def open(self) -> bool:
+        """The client is still connected, and the connection not closing."""
+        return bool(self.connected) and not self.closing
+
+    def requestComplete(self) -> None:
+        """The client's request is in: stop the handshake timer."""
+        self._cancelTimer()
+        metrics = self.factory.metrics
+        if metrics is not None and self.record is not None:
+            metrics.handshakeDone(self.factory.reactor.seconds() - self.record.started)
+
+    def finish(self, reason: str, data: bytes = b"") -> None:
+        """
+        Write C{data} (a last reply), then close the connection.
+
+        @param reason: how the connection ends, for its log event (unless an
+            earlier reason was given).
+        """
+        if self.record is not None:
+            self.record.setReason(reason)
+        if self.closing:
+            return
+        self.closing = True
+        self._cancelTimer()
+        self.handler = _Closing(self.handler)
+        transport = self.transport
+        if data:
+            writeNow(transport, data)
+        self._paused = False
+        transport.loseConnection()
+
+    def abort(self, reason: str) -> None:
+        """
+        Drop the connection now, without writing what is still buffered.
+
+        @param reason: how the connection ends, for its log event.
+        """
+        if self.record is not None:
+            self.record.setReason(reason)
+        self.closing = True
+        self._cancelTimer()
+        if not isinstance(self.handler, _Closing):
+            self.handler = _Closing(self.handler)
+        if self.transport is not None:
+            try:
+                abortTransport(self.transport)
+            except Exception:
+                log.failure("aborting a connection failed")
+
+    def pauseReading(self) -> None:
+        """Stop reading from the client until L{resumeReading}."""
+        if not self._paused and not self.closing:
+            self._paused = True
+            self.transport.pauseProducing()
+
+    def resumeReading(self) -> None:
+        """Read from the client again after L{pauseReading}."""
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def bug(self, what: str, failure: Failure | None = None) -> None:
+        """
+        A bug in a callback: log it with its traceback, and drop the
+        connection.
+
+        @param failure: the failure, or L{None} inside an C{except} block.
+        """
+        log.failure(what, failure)
+        self.abort(f"internal error: {what}")
+
+    # Internals
+
+    def _cancelTimer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _handshakeTimedOut(self) -> None:
+        self._timer = None
+        try:
+            self.finish("handshake timeout")
+        except Exception:
+            self._crash("closing after the handshake timeout failed")
+
+    def _crash(self, what: str) -> None:
+        """
+        A bug: log it with its traceback, and drop the connection.  Call
+        only from an C{except} block.
+        """
+        self.bug(what)
+
+
+class Negotiation:
+    """
+    The handler of a connection while its handshake runs: bytes go to the
+    handshake, and its actions are carried out (see the module docstring).
+
+    @ivar connection: the L{SocksConnection}.
+    @ivar handshake: the protocol's handshake.
+    """
+
+    __slots__ = ("connection", "handshake", "_checking", "_ended")
+
+    def __init__(self, connection: SocksConnection, handshake: ServerHandshake) -> None:
+        self.connection = connection
+        self.handshake = handshake
+        connection.handshake = handshake
+        self._checking: Deferred[Any] | None = None
+        self._ended = False
+
+    def dataReceived(self, data: bytes) -> None:
+        """Feed the handshake; hold back a client that sends too much."""
+        connection = self.connection
+        handshake = self.handshake
+        self.carryOut(handshake.dataReceived(data))
+        if (
+            connection.handler is self
+            and handshake.buffered()
+            > connection.factory.config.maxOptimisticData + MAX_MESSAGE
+        ):
+            connection.pauseReading()
+
+    def readConnectionLost(self) -> None:
+        """EOF from the client: the handshake says what it means."""
+        self._ended = True
+        self.carryOut(self.handshake.clientEnded())
+
+    def writeConnectionLost(self) -> None:
+        """Nothing to do."""
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Stop checking credentials for a client that left."""
+        record = self.connection.record
+        checking, self._checking = self._checking, None
+        if checking is not None:
+            record.setReason("client closed during the authentication")
+            checking.cancel()
+        else:
+            record.setReason("client closed during the handshake")
+
+    def carryOut(self, actions: list[Any]) -> None:
+        """Carry out the handshake's C{actions}, in order."""
+        connection = self.connection
+        for action in actions:
+            if not connection.open:
+                return
+            kind = type(action)
+            if kind is Send:
+                writeNow(connection.transport, action.data)
+            elif kind is RequestReady:
+                self._serve(action.request)
+            elif kind is Refuse:
+                self._refuse(action)
+            elif kind is CheckCredentials:
+                self._check(action)
+            else:
+                raise TypeError(f"not a handshake action: {action!r}")
+
+    def _serve(self, request: Any) -> None:
+        connection = self.connection
+        if not self._ended:
+            # The pipeline pauses again if the kept bytes are too many.
+            connection.resumeReading()
+        pipeline = Pipeline(connection, self.handshake, request, self._ended)
+        connection.handler = pipeline
+        pipeline.run()
+
+    def _refuse(self, refusal: Refuse) -> None:
+        connection = self.connection
+        record = connection.record
+        record.protocol = self.handshake.protocol
+        request = refusal.request
+        if request is not None:
+            record.commandCode = request.command
+            record.destination = request.destination
+            connection.requestComplete()
+        if refusal.reply is not None:
+            record.reply = refusal.reply
+        connection.finish(refusal.reason, refusal.data)
+
+    def _check(self, action: CheckCredentials) -> None:
+        connection = self.connection
+        checking = maybeDeferred(
+            connection.factory.authenticator.authenticate,
+            action.username,
+            action.password,
+            connection.record.client,
+        )
+        self._checking = checking
+        checking.addCallbacks(self._checked, self._refused)
+        checking.addErrback(self._checkBug)
+
+    def _checked(self, avatar: Any) -> None:
+        self._checking = None
+        connection = self.connection
+        if not connection.open:
+            return
+        connection.record.user = avatar
+        if not self._ended:
+            connection.resumeReading()
+        self.carryOut(self.handshake.credentialsChecked(avatar))
+
+    def _refused(self, failure: Failure) -> None:
+        self._checking = None
+        if not self.connection.open:
+            return
+        if not failure.check(AuthenticationFailed):
+            log.failure("checking credentials failed", failure)
+        self.carryOut(self.handshake.credentialsRefused())
+
+    def _checkBug(self, failure: Failure) -> None:
+        self.connection.bug("handling the result of an authentication failed", failure)
+
+
+def negotiating(
+    build: Callable[[SocksConnection], ServerHandshake],
+) -> Callable[[SocksConnection], Negotiation]:
+    """
+    An entry of the factory's C{handlers} mapping for a protocol with a
+    sans-IO handshake: C{build(connection)} makes the handshake.
+    """
+
+    def handler(connection: SocksConnection) -> Negotiation:
+        handshake = build(connection)
+        connection.record.protocol = handshake.protocol
+        connection.record.version = handshake.version
+        return Negotiation(connection, handshake)
+
+    handler.build = build  # type: ignore[attr-defined]
+    return handler
