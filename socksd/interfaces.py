@@ -8,9 +8,10 @@ the defaults in L{socksd.upstream} and L{socksd.resolve}.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import MappingProxyType
 from ipaddress import IPv4Address, IPv6Address
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from zope.interface import Interface
 
@@ -26,10 +27,17 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectContext:
+#: An empty mapping that cannot change, the default of C{pairs}.
+_NO_PAIRS: Mapping[bytes, bytes] = MappingProxyType({})
+
+
+class ConnectContext(NamedTuple):
     """
     Everything socksd knows about a request when it asks for an upstream.
+
+    An immutable value (a named tuple: the server makes one per request,
+    and a named tuple costs a fraction of a frozen dataclass); change a
+    field with C{context._replace(bindAddress=...)}.
 
     @ivar client: the client's address (a Twisted C{IAddress}); behind a
         PROXY-protocol listener, the real client's.
@@ -53,7 +61,7 @@ class ConnectContext:
     user: Any = None
     isolationKey: Any = None
     credentials: tuple[bytes, bytes] | None = None
-    pairs: Mapping[bytes, bytes] = field(default_factory=dict)
+    pairs: Mapping[bytes, bytes] = _NO_PAIRS
     stackOptions: Any = None
     bindAddress: tuple[str, int] | None = None
 

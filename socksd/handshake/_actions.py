@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Mapping, Protocol, Union
+from types import MappingProxyType
+from typing import Any, Mapping, NamedTuple, Protocol, Union
 
 from socksd.address import Destination
 from socksd.replies import ReplyProfile
@@ -40,17 +41,23 @@ __all__ = [
     "ServerHandshake",
 ]
 
+#: An empty mapping that cannot change, the default of C{pairs}.
+_NO_PAIRS: Mapping[bytes, bytes] = MappingProxyType({})
+
 #: How a log event names the reply a client got: a reply code (an
 #: C{IntEnum} of L{socksd.replies}), or a name for replies that have no code
 #: table (C{"NO_ACCEPTABLE_METHODS"}, C{"VERSION_MISMATCH"}, C{"HTTP_403"}).
 ReplyLabel = Union[IntEnum, str]
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """
     One client request, the same for every version: what the pipeline
     serves.
+
+    An immutable value, made once per request from messages the codecs
+    validated; a named tuple, because the server makes one per connection
+    and a named tuple costs a fraction of a frozen dataclass.
 
     @ivar version: the SOCKS version (4, 5 or 6), or 0 for HTTP CONNECT.
     @ivar protocol: the protocol's name for logs: C{"socks4"},
@@ -83,17 +90,9 @@ class Request:
     user: Any = None
     credentials: tuple[bytes, bytes] | None = None
     isolation: tuple[Any, ...] | None = None
-    pairs: Mapping[bytes, bytes] = field(default_factory=dict)
+    pairs: Mapping[bytes, bytes] = _NO_PAIRS
     socks6: Any = None
     session: Any = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.destination, Destination):
-            raise TypeError(f"destination must be a Destination, not {self.destination!r}")
-        if not isinstance(self.profile, ReplyProfile):
-            raise TypeError(f"profile must be a ReplyProfile, not {self.profile!r}")
-        if not 0 <= self.command <= 0xFF:
-            raise ValueError(f"command {self.command!r} is not a byte")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,13 +120,15 @@ class HandshakeSettings:
     socks4WithAuth: bool = False
     extendedErrors: bool = False
     httpConnect: bool = False
+    #: The profile of a SOCKS5 client that did not offer method 0x97
+    #: (derived from L{extendedErrors}).
+    socks5Profile: ReplyProfile = field(init=False, repr=False, compare=False)
 
-    @property
-    def socks5Profile(self) -> ReplyProfile:
-        """The profile of a SOCKS5 client that did not offer method 0x97."""
-        return (
+    def __post_init__(self) -> None:
+        profile = (
             ReplyProfile.SOCKS5_EXTENDED if self.extendedErrors else ReplyProfile.SOCKS5
         )
+        object.__setattr__(self, "socks5Profile", profile)
 
 
 @dataclass(frozen=True, slots=True)

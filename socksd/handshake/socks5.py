@@ -113,6 +113,14 @@ def extendedCredentials(
     return credentials, seen
 
 
+#: L{socks5Methods} for each C{(hasAuthenticator, preferNoAuth)}.
+_METHODS = {
+    (auth, prefer): socks5Methods(auth, prefer)
+    for auth in (False, True)
+    for prefer in (False, True)
+}
+
+
 class _Stage(Enum):
     GREETING = "greeting"
     AUTHENTICATION = "authentication"
@@ -305,14 +313,11 @@ class Socks5Handshake:
         if socks5.METHOD_TOR_EXTENDED in offered:
             self.profile = ReplyProfile.SOCKS5_PROP229
         settings = self._settings
-        method = next(
-            (
-                m
-                for m in socks5Methods(settings.requireAuth, settings.preferNoAuth)
-                if m in offered
-            ),
-            socks5.METHOD_NO_ACCEPTABLE,
-        )
+        method = socks5.METHOD_NO_ACCEPTABLE
+        for acceptable in _METHODS[settings.requireAuth, settings.preferNoAuth]:
+            if acceptable in offered:
+                method = acceptable
+                break
         selection = self.codec.send(socks5.MethodSelection(method))
         if method == socks5.METHOD_NO_ACCEPTABLE:
             self._stage = _Stage.DONE

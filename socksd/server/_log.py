@@ -265,15 +265,27 @@ class ConnectionRecord:
         command = None if code is None else commandName(code)
         destination = self.destination
         if destination is not None:
-            destination = _printable(str(destination))
-        client = _printable(addressText(self.client))
-        reason = _printable(self.reason) or "closed"
+            destination = str(destination)
+            if not destination.isprintable():
+                destination = _printable(destination)
+        client = addressText(self.client)
+        if not client.isprintable():
+            client = _printable(client)
+        reason = self.reason
+        if not reason:
+            reason = "closed"
+        elif not reason.isprintable():
+            reason = _printable(reason)
         duration = now - self.started
         if duration < 0.0:
             duration = 0.0
         protocol = self.protocol
-        rule = _printable(self.rule)
-        upstream = _printable(self.upstream)
+        rule = self.rule
+        if rule is not None and not rule.isprintable():
+            rule = _printable(rule)
+        upstream = self.upstream
+        if upstream is not None and not upstream.isprintable():
+            upstream = _printable(upstream)
         log.info(
             "{summary}",
             client=client,

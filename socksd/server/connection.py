@@ -390,24 +390,32 @@ class Negotiation:
     @ivar handshake: the protocol's handshake.
     """
 
-    __slots__ = ("connection", "handshake", "_checking", "_ended")
+    __slots__ = ("connection", "handshake", "_checking", "_ended", "_fed")
 
     def __init__(self, connection: SocksConnection, handshake: ServerHandshake) -> None:
         self.connection = connection
         self.handshake = handshake
         connection.handshake = handshake
+        record = connection.record
+        record.protocol = handshake.protocol
+        record.version = handshake.version
         self._checking: Deferred[Any] | None = None
         self._ended = False
+        #: Bytes fed to the handshake so far: only past the bound can it
+        #: hold too many.
+        self._fed = 0
 
     def dataReceived(self, data: bytes) -> None:
         """Feed the handshake; hold back a client that sends too much."""
-        connection = self.connection
         handshake = self.handshake
         self.carryOut(handshake.dataReceived(data))
+        self._fed += len(data)
+        connection = self.connection
+        limit = connection.factory.config.maxOptimisticData + MAX_MESSAGE
         if (
-            connection.handler is self
-            and handshake.buffered()
-            > connection.factory.config.maxOptimisticData + MAX_MESSAGE
+            self._fed > limit
+            and connection.handler is self
+            and handshake.buffered() > limit
         ):
             connection.pauseReading()
 
@@ -433,7 +441,7 @@ class Negotiation:
         """Carry out the handshake's C{actions}, in order."""
         connection = self.connection
         for action in actions:
-            if not connection.open:
+            if not connection.connected or connection.closing:
                 return
             kind = type(action)
             if kind is Send:
@@ -449,7 +457,7 @@ class Negotiation:
 
     def _serve(self, request: Any) -> None:
         connection = self.connection
-        if not self._ended:
+        if connection._paused and not self._ended:
             # The pipeline pauses again if the kept bytes are too many.
             connection.resumeReading()
         pipeline = Pipeline(connection, self.handshake, request, self._ended)
@@ -508,14 +516,11 @@ def negotiating(
 ) -> Callable[[SocksConnection], Negotiation]:
     """
     An entry of the factory's C{handlers} mapping for a protocol with a
-    sans-IO handshake: C{build(connection)} makes the handshake.
+    sans-IO handshake: C{build(connection)} makes the handshake, which a
+    L{Negotiation} then drives.
     """
 
     def handler(connection: SocksConnection) -> Negotiation:
-        handshake = build(connection)
-        connection.record.protocol = handshake.protocol
-        connection.record.version = handshake.version
-        return Negotiation(connection, handshake)
+        return Negotiation(connection, build(connection))
 
-    handler.build = build  # type: ignore[attr-defined]
     return handler

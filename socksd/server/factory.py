@@ -28,7 +28,7 @@ from socksd.handshake.http import HTTP_FIRST_BYTES
 from socksd.interfaces import IPolicy, IResolver, IUpstreamFactory
 from socksd.server.commands import COMMANDS
 from socksd.server.config import ServerConfig
-from socksd.server.connection import SocksConnection, negotiating
+from socksd.server.connection import Negotiation, SocksConnection
 from socksd.policy import adaptPolicy
 from socksd.server.socks6.sessions import sessionTableFor
 
@@ -43,39 +43,38 @@ __all__ = [
 ]
 
 
-def _socks4(connection: SocksConnection) -> Socks4Handshake:
-    return Socks4Handshake(connection.factory.handshakeSettings)
+def SOCKS4(connection: SocksConnection) -> Negotiation:
+    """The first-byte entry of SOCKS4 and SOCKS4A."""
+    return Negotiation(connection, Socks4Handshake(connection.factory.handshakeSettings))
 
 
-def _socks5(connection: SocksConnection) -> Socks5Handshake:
-    return Socks5Handshake(connection.factory.handshakeSettings)
+def SOCKS5(connection: SocksConnection) -> Negotiation:
+    """The first-byte entry of SOCKS5."""
+    return Negotiation(connection, Socks5Handshake(connection.factory.handshakeSettings))
 
 
-def _socks6(connection: SocksConnection) -> Socks6Handshake:
+def SOCKS6(connection: SocksConnection) -> Negotiation:
+    """The first-byte entry of SOCKS6 (its sessions are the factory's)."""
     factory = connection.factory
-    return Socks6Handshake(
+    handshake = Socks6Handshake(
         factory.handshakeSettings,
         sessionTableFor(factory),
         getattr(connection.record.client, "host", None),
     )
+    return Negotiation(connection, handshake)
 
 
-def _http(connection: SocksConnection) -> HttpHandshake:
+def HTTP(connection: SocksConnection) -> Negotiation:
+    """
+    The first-byte entry of the letters HTTP methods start with: the "this
+    is a SOCKS proxy" page, or HTTP CONNECT.
+    """
     listening = connection.transport.getHost()
     host = getattr(listening, "host", None)
     port = getattr(listening, "port", None)
     local = (host, port) if isinstance(host, str) and isinstance(port, int) else None
-    return HttpHandshake(connection.factory.handshakeSettings, local)
-
-
-#: The first-byte entry of SOCKS4 and SOCKS4A.
-SOCKS4 = negotiating(_socks4)
-#: The first-byte entry of SOCKS5.
-SOCKS5 = negotiating(_socks5)
-#: The first-byte entry of SOCKS6.
-SOCKS6 = negotiating(_socks6)
-#: The first-byte entry of the letters HTTP methods start with.
-HTTP = negotiating(_http)
+    handshake = HttpHandshake(connection.factory.handshakeSettings, local)
+    return Negotiation(connection, handshake)
 
 
 def handshakeSettings(config: ServerConfig, requireAuth: bool) -> HandshakeSettings:
@@ -102,6 +101,31 @@ def defaultHandlers(config: ServerConfig) -> dict[int, Callable[..., Any]]:
         if version in config.protocols:
             handlers[version] = handler
     return handlers
+
+
+class _PolicySlot:
+    """
+    The factory's C{policy}: a policy written for the old interface
+    (C{allowRequest} and C{allowAddress}, no C{decide}) is adapted when it
+    is set (L{socksd.policy.adaptPolicy}).  Reading it is reading the
+    instance's attribute (this descriptor has no C{__get__}).
+    """
+
+    def __set__(self, factory: Any, policy: Any) -> None:
+        factory.__dict__["policy"] = adaptPolicy(policy)
+
+
+class _AuthenticatorSlot:
+    """
+    The factory's C{authenticator}: setting it updates the factory's
+    C{handshakeSettings}.  Reading it is reading the instance's attribute.
+    """
+
+    def __set__(self, factory: Any, authenticator: Any) -> None:
+        factory.__dict__["authenticator"] = authenticator
+        factory.handshakeSettings = handshakeSettings(
+            factory.config, authenticator is not None
+        )
 
 
 class SocksServerFactory(Factory):
@@ -149,6 +173,8 @@ class SocksServerFactory(Factory):
     metrics: Any = None
     outgoingAddress: Any = None
     socks6Sessions: Any = None
+    policy = _PolicySlot()
+    authenticator = _AuthenticatorSlot()
 
     def __init__(
         self,
@@ -199,34 +225,6 @@ class SocksServerFactory(Factory):
         )
         self.commands = dict(COMMANDS)
 
-
-    @property
-    def policy(self) -> IPolicy | None:
-        """
-        The policy (see the class docstring).  A policy written for the old
-        interface (C{allowRequest} and C{allowAddress}, no C{decide}) is
-        adapted when it is set (L{socksd.policy.adaptPolicy}).
-        """
-        return self._policy
-
-    @policy.setter
-    def policy(self, policy: Any) -> None:
-        self._policy = adaptPolicy(policy)
-
-    @property
-    def authenticator(self) -> Any:
-        """
-        The authenticator (see the class docstring); setting it updates
-        L{handshakeSettings}.
-        """
-        return self._authenticator
-
-    @authenticator.setter
-    def authenticator(self, authenticator: Any) -> None:
-        self._authenticator = authenticator
-        self.handshakeSettings = handshakeSettings(
-            self.config, authenticator is not None
-        )
 
     def __repr__(self) -> str:
         versions = ",".join(str(v) for v in sorted(self.config.protocols))

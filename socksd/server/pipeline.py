@@ -94,7 +94,9 @@ class Pipeline:
         self.clientEnded = clientEnded
         self._early: list[bytes] | None = []
         self._earlySize = 0
-        self.keepEarly(handshake.unconsumed())
+        early = handshake.unconsumed()
+        if early:
+            self.keepEarly(early)
 
     # The connection's events
 
@@ -167,13 +169,14 @@ class Pipeline:
         )
         command = commandClass(self)
         self.command = command
-        what = command.policyCheck
         decision = ALLOW
-        if what is not None:
-            checked = self.decide(command.policyDestination(), what)
-            if checked is None:
-                return
-            decision = checked
+        if factory.policy is not None:
+            what = command.policyCheck
+            if what is not None:
+                checked = self.decide(command.policyDestination(), what)
+                if checked is None:
+                    return
+                decision = checked
         command.start(decision)
 
     def decide(self, destination: Destination, what: str) -> Decision | None:
@@ -213,6 +216,7 @@ class Pipeline:
     def refuse(self, error: BaseException | Failure, reason: str) -> None:
         """Send the failure reply for C{error}, then close."""
         self._early = None
+        self.command = None
         connection = self.connection
         if not connection.open:
             return
@@ -224,6 +228,7 @@ class Pipeline:
     ) -> None:
         """Send a success reply (a lookup's answer, NOOP's), then close."""
         self._early = None
+        self.command = None
         connection = self.connection
         if not connection.open:
             return
@@ -294,6 +299,8 @@ class Pipeline:
         """
         connection = self.connection
         early = self.takeEarly()
+        # The command is done with the pipeline: no cycle outlives it.
+        self.command = None
         connection.handler = handler
         if not self.clientEnded:
             connection.resumeReading()
@@ -325,7 +332,10 @@ class Pipeline:
         record = connection.record
         code = successFor(self.handshake.profile)
         writeNow(connection.transport, self.reply(code, bound, options))
-        early = self.takeEarly()
+        kept, self._early = self._early, None
+        early = b"".join(kept) if kept else b""
+        # The command is done with the pipeline: no cycle outlives it.
+        self.command = None
         if not self.clientEnded:
             connection.resumeReading()
         limits = factory.bandwidth

@@ -6,7 +6,6 @@ relay.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
@@ -144,7 +143,7 @@ class Connect(Command):
     __slots__ = ("decision", "_attempt", "_timer", "_timedOut", "_upstream", "_endpoint")
 
     def __init__(self, pipeline: Any) -> None:
-        super().__init__(pipeline)
+        self.pipeline = pipeline
         self.decision: Decision | None = None
         self._attempt: Any = None
         self._timer: Any = None
@@ -203,8 +202,8 @@ class Connect(Command):
         factory = pipeline.factory
         context = pipeline.context
         if decision.bindAddress is not None:
-            context = replace(context, bindAddress=decision.bindAddress)
-        upstream = self._upstreamFactory()
+            context = context._replace(bindAddress=decision.bindAddress)
+        upstream = decision.upstream or factory.upstream
         try:
             endpoint = upstream.endpointFor(pipeline.request.destination, context)
             self._endpoint = endpoint
@@ -259,11 +258,15 @@ class Connect(Command):
         self._stopTimer()
         self._upstream = upstream
         pipeline = self.pipeline
-        if not pipeline.connection.open:
+        connection = pipeline.connection
+        if not connection.connected or connection.closing:
             upstream.transport.loseConnection()
             return
-        record = pipeline.connection.record
-        record.upstream = upstreamName(self._upstreamFactory(), self._endpoint)
+        endpoint = self._endpoint
+        name = getattr(endpoint, "upstreamName", None)
+        connection.record.upstream = (
+            name if name is not None else upstreamName(self._upstreamFactory(), endpoint)
+        )
         decision = self.decision
         transport = upstream.transport
         pipeline.startTunnel(
