@@ -48,7 +48,7 @@ from socksd.server._log import ConnectionRecord
 from socksd.server.pipeline import Pipeline
 from socksd.server.relay import abortTransport, setNoDelay, tcpTransports, writeNow
 
-__all__ = ["SocksConnection", "Handler", "Negotiation", "negotiating"]
+__all__ = ["SocksConnection", "Handler", "negotiating"]
 
 log = Logger()
 
@@ -85,8 +85,9 @@ class Handler:
 class _Closing:
     """
     The handler of a connection that is closing: it ignores what still
-    arrives, and lets the previous handler clean up when the connection is
-    gone.
+    arrives; L{previous} is the handler that was in place (L{None}: the
+    connection's own first-byte or negotiation stage), told when the
+    connection is gone.
     """
 
     __slots__ = ("previous",)
@@ -104,61 +105,11 @@ class _Closing:
         pass
 
     def connectionLost(self, reason: Failure) -> None:
-        if self.previous is not None:
-            self.previous.connectionLost(reason)
-
-
-class _FirstByte:
-    """
-    The handler of a new connection: the first byte picks the next one.
-
-    Behind a PROXY-protocol listener (C{haproxy:}), the real client's
-    address is known only once the PROXY header is read, which is before the
-    first byte reaches the connection: so the client's address is looked at
-    again here, and a new one is recorded and checked against the policy.
-    """
-
-    __slots__ = ("connection",)
-
-    def __init__(self, connection: SocksConnection) -> None:
-        self.connection = connection
-
-    def dataReceived(self, data: bytes) -> None:
-        if not data:
-            return
-        connection = self.connection
-        record = connection.record
-        transport = connection.transport
-        # A plain TCP transport's peer is the one connectionMade saw.
-        peer = record.client
-        if type(transport) not in tcpTransports():
-            peer = transport.getPeer()
-        if peer != record.client:
-            record.client = peer
-            policy = connection.factory.policy
-            if policy is not None and not policy.allowClient(peer):
-                connection.finish("client refused by policy")
-                return
-            admission = connection.admission
-            if admission is not None and not admission.moveTo(peer):
-                connection.finish("too many connections from this client")
-                return
-        build = connection.factory.handlers.get(data[0])
-        if build is None:
-            connection.finish(f"unknown first byte 0x{data[0]:02x}")
-            return
-        handler = build(connection)
-        connection.handler = handler
-        handler.dataReceived(data)
-
-    def readConnectionLost(self) -> None:
-        self.connection.finish("client sent EOF before anything else")
-
-    def writeConnectionLost(self) -> None:
         pass
 
-    def connectionLost(self, reason: Failure) -> None:
-        self.connection.record.setReason("client closed before sending anything")
+
+#: The handler of a connection that is gone.
+_GONE = _Closing(None)
 
 
 @implementer(IProtocol, IHalfCloseableProtocol)
@@ -166,10 +117,15 @@ class SocksConnection:
     """
     The protocol of one client connection; see the module docstring.
 
+    Until its first byte, and while its handshake runs, the connection
+    handles its events itself (its C{handler} is L{None}); then they go to
+    its handler: the request's L{Pipeline}, a command's, or the relay's.
+
     @ivar factory: the L{socksd.server.SocksServerFactory}.
     @ivar transport: the client's transport.
     @ivar record: the connection's L{ConnectionRecord}.
-    @ivar handler: where the connection's events go now.
+    @ivar handler: where the connection's events go now, or L{None} while
+        the connection handles them itself.
     @ivar handshake: the protocol's handshake, once the first byte chose
         one, else L{None}.
     @ivar closing: C{True} once L{finish} was called.
@@ -188,6 +144,9 @@ class SocksConnection:
         "admission",
         "_timer",
         "_paused",
+        "_checking",
+        "_ended",
+        "_fed",
     )
 
     def __init__(self, factory: Any) -> None:
@@ -195,12 +154,19 @@ class SocksConnection:
         self.transport: Any = None
         self.connected = 0
         self.record: ConnectionRecord | None = None
-        self.handler: Any = _FirstByte(self)
+        self.handler: Any = None
         self.handshake: ServerHandshake | None = None
         self.closing = False
         self.admission: Any = None
         self._timer: Any = None
         self._paused = False
+        #: The credential check in progress, if any.
+        self._checking: Deferred[Any] | None = None
+        #: The client sent EOF during the handshake.
+        self._ended = False
+        #: Bytes fed to the handshake so far: only past the bound can it
+        #: hold too many.
+        self._fed = 0
 
     # IProtocol and IHalfCloseableProtocol
 
@@ -238,23 +204,38 @@ class SocksConnection:
             )
 
     def dataReceived(self, data: bytes) -> None:
-        """Hand C{data} to the current handler."""
+        """Hand C{data} to the current handler, or to the handshake."""
         try:
-            self.handler.dataReceived(data)
+            handler = self.handler
+            if handler is not None:
+                handler.dataReceived(data)
+            elif self.handshake is not None:
+                self._negotiate(data)
+            else:
+                self._firstByte(data)
         except Exception:
             self._crash("handling the client's data failed")
 
     def readConnectionLost(self) -> None:
-        """The client sent EOF: tell the current handler."""
+        """The client sent EOF: tell the current handler, or the handshake."""
         try:
-            self.handler.readConnectionLost()
+            handler = self.handler
+            if handler is not None:
+                handler.readConnectionLost()
+            elif self.handshake is not None:
+                self._ended = True
+                self.carryOut(self.handshake.clientEnded())
+            else:
+                self.finish("client sent EOF before anything else")
         except Exception:
             self._crash("handling the client's EOF failed")
 
     def writeConnectionLost(self) -> None:
         """Writing to the client was shut down: tell the current handler."""
         try:
-            self.handler.writeConnectionLost()
+            handler = self.handler
+            if handler is not None:
+                handler.writeConnectionLost()
         except Exception:
             self._crash("handling the client's half-close failed")
 
@@ -264,9 +245,14 @@ class SocksConnection:
         self._cancelTimer()
         if self.admission is not None:
             self.admission.release()
-        handler, self.handler = self.handler, _Closing(None)
+        handler, self.handler = self.handler, _GONE
+        if type(handler) is _Closing:
+            handler = handler.previous
         try:
-            handler.connectionLost(reason)
+            if handler is not None:
+                handler.connectionLost(reason)
+            else:
+                self._negotiationLost()
         except Exception:
             log.failure("cleaning up a closed connection failed")
         record = self.record
@@ -329,7 +315,7 @@ class SocksConnection:
             self.record.setReason(reason)
         self.closing = True
         self._cancelTimer()
-        if not isinstance(self.handler, _Closing):
+        if type(self.handler) is not _Closing:
             self.handler = _Closing(self.handler)
         if self.transport is not None:
             try:
@@ -359,6 +345,153 @@ class SocksConnection:
         log.failure(what, failure)
         self.abort(f"internal error: {what}")
 
+    # The first byte
+
+    def _firstByte(self, data: bytes) -> None:
+        """
+        The first byte picks the protocol (see the module docstring).
+
+        Behind a PROXY-protocol listener (C{haproxy:}), the real client's
+        address is known only once the PROXY header is read, which is
+        before the first byte reaches the connection: so the client's
+        address is looked at again here, and a new one is recorded and
+        checked against the policy.
+        """
+        if not data:
+            return
+        record = self.record
+        transport = self.transport
+        # A plain TCP transport's peer is the one connectionMade saw.
+        peer = record.client
+        if type(transport) not in tcpTransports():
+            peer = transport.getPeer()
+        if peer != record.client:
+            record.client = peer
+            policy = self.factory.policy
+            if policy is not None and not policy.allowClient(peer):
+                self.finish("client refused by policy")
+                return
+            admission = self.admission
+            if admission is not None and not admission.moveTo(peer):
+                self.finish("too many connections from this client")
+                return
+        entry = self.factory.handlers.get(data[0])
+        if entry is None:
+            self.finish(f"unknown first byte 0x{data[0]:02x}")
+            return
+        handler = entry(self)
+        if handler is None:
+            # The entry gave the connection a handshake (negotiate).
+            self._negotiate(data)
+            return
+        self.handler = handler
+        handler.dataReceived(data)
+
+    # The handshake
+
+    def negotiate(self, handshake: ServerHandshake) -> None:
+        """
+        Drive C{handshake} from now on: the client's bytes go to it, and
+        its actions are carried out.  A first-byte entry calls this and
+        returns L{None} (see L{socksd.server.factory}).
+        """
+        self.handshake = handshake
+        record = self.record
+        record.protocol = handshake.protocol
+        record.version = handshake.version
+
+    def _negotiate(self, data: bytes) -> None:
+        """Feed the handshake; hold back a client that sends too much."""
+        handshake = self.handshake
+        self.carryOut(handshake.dataReceived(data))
+        self._fed += len(data)
+        limit = self.factory.config.maxOptimisticData + MAX_MESSAGE
+        if self._fed > limit and self.handler is None and handshake.buffered() > limit:
+            self.pauseReading()
+
+    def carryOut(self, actions: list[Any]) -> None:
+        """Carry out the handshake's C{actions}, in order."""
+        for action in actions:
+            if not self.connected or self.closing:
+                return
+            kind = type(action)
+            if kind is Send:
+                writeNow(self.transport, action.data)
+            elif kind is RequestReady:
+                self._serve(action.request)
+            elif kind is Refuse:
+                self._refuse(action)
+            elif kind is CheckCredentials:
+                self._check(action)
+            else:
+                raise TypeError(f"not a handshake action: {action!r}")
+
+    def _serve(self, request: Any) -> None:
+        if self._paused and not self._ended:
+            # The pipeline pauses again if the kept bytes are too many.
+            self.resumeReading()
+        pipeline = Pipeline(self, self.handshake, request, self._ended)
+        self.handler = pipeline
+        pipeline.run()
+
+    def _refuse(self, refusal: Refuse) -> None:
+        record = self.record
+        record.protocol = self.handshake.protocol
+        request = refusal.request
+        if request is not None:
+            record.commandCode = request.command
+            record.destination = request.destination
+            self.requestComplete()
+        if refusal.reply is not None:
+            record.reply = refusal.reply
+        self.finish(refusal.reason, refusal.data)
+
+    def _check(self, action: CheckCredentials) -> None:
+        checking = maybeDeferred(
+            self.factory.authenticator.authenticate,
+            action.username,
+            action.password,
+            self.record.client,
+        )
+        self._checking = checking
+        checking.addCallbacks(self._checked, self._refused)
+        checking.addErrback(self._checkBug)
+
+    def _checked(self, avatar: Any) -> None:
+        self._checking = None
+        if not self.open:
+            return
+        self.record.user = avatar
+        if not self._ended:
+            self.resumeReading()
+        self.carryOut(self.handshake.credentialsChecked(avatar))
+
+    def _refused(self, failure: Failure) -> None:
+        self._checking = None
+        if not self.open:
+            return
+        if not failure.check(AuthenticationFailed):
+            log.failure("checking credentials failed", failure)
+        self.carryOut(self.handshake.credentialsRefused())
+
+    def _checkBug(self, failure: Failure) -> None:
+        self.bug("handling the result of an authentication failed", failure)
+
+    def _negotiationLost(self) -> None:
+        """The client left before its first byte, or during its handshake."""
+        record = self.record
+        if record is None:
+            return
+        if self.handshake is None:
+            record.setReason("client closed before sending anything")
+            return
+        checking, self._checking = self._checking, None
+        if checking is not None:
+            record.setReason("client closed during the authentication")
+            checking.cancel()
+        else:
+            record.setReason("client closed during the handshake")
+
     # Internals
 
     def _cancelTimer(self) -> None:
@@ -381,146 +514,16 @@ class SocksConnection:
         self.bug(what)
 
 
-class Negotiation:
-    """
-    The handler of a connection while its handshake runs: bytes go to the
-    handshake, and its actions are carried out (see the module docstring).
-
-    @ivar connection: the L{SocksConnection}.
-    @ivar handshake: the protocol's handshake.
-    """
-
-    __slots__ = ("connection", "handshake", "_checking", "_ended", "_fed")
-
-    def __init__(self, connection: SocksConnection, handshake: ServerHandshake) -> None:
-        self.connection = connection
-        self.handshake = handshake
-        connection.handshake = handshake
-        record = connection.record
-        record.protocol = handshake.protocol
-        record.version = handshake.version
-        self._checking: Deferred[Any] | None = None
-        self._ended = False
-        #: Bytes fed to the handshake so far: only past the bound can it
-        #: hold too many.
-        self._fed = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        """Feed the handshake; hold back a client that sends too much."""
-        handshake = self.handshake
-        self.carryOut(handshake.dataReceived(data))
-        self._fed += len(data)
-        connection = self.connection
-        limit = connection.factory.config.maxOptimisticData + MAX_MESSAGE
-        if (
-            self._fed > limit
-            and connection.handler is self
-            and handshake.buffered() > limit
-        ):
-            connection.pauseReading()
-
-    def readConnectionLost(self) -> None:
-        """EOF from the client: the handshake says what it means."""
-        self._ended = True
-        self.carryOut(self.handshake.clientEnded())
-
-    def writeConnectionLost(self) -> None:
-        """Nothing to do."""
-
-    def connectionLost(self, reason: Failure) -> None:
-        """Stop checking credentials for a client that left."""
-        record = self.connection.record
-        checking, self._checking = self._checking, None
-        if checking is not None:
-            record.setReason("client closed during the authentication")
-            checking.cancel()
-        else:
-            record.setReason("client closed during the handshake")
-
-    def carryOut(self, actions: list[Any]) -> None:
-        """Carry out the handshake's C{actions}, in order."""
-        connection = self.connection
-        for action in actions:
-            if not connection.connected or connection.closing:
-                return
-            kind = type(action)
-            if kind is Send:
-                writeNow(connection.transport, action.data)
-            elif kind is RequestReady:
-                self._serve(action.request)
-            elif kind is Refuse:
-                self._refuse(action)
-            elif kind is CheckCredentials:
-                self._check(action)
-            else:
-                raise TypeError(f"not a handshake action: {action!r}")
-
-    def _serve(self, request: Any) -> None:
-        connection = self.connection
-        if connection._paused and not self._ended:
-            # The pipeline pauses again if the kept bytes are too many.
-            connection.resumeReading()
-        pipeline = Pipeline(connection, self.handshake, request, self._ended)
-        connection.handler = pipeline
-        pipeline.run()
-
-    def _refuse(self, refusal: Refuse) -> None:
-        connection = self.connection
-        record = connection.record
-        record.protocol = self.handshake.protocol
-        request = refusal.request
-        if request is not None:
-            record.commandCode = request.command
-            record.destination = request.destination
-            connection.requestComplete()
-        if refusal.reply is not None:
-            record.reply = refusal.reply
-        connection.finish(refusal.reason, refusal.data)
-
-    def _check(self, action: CheckCredentials) -> None:
-        connection = self.connection
-        checking = maybeDeferred(
-            connection.factory.authenticator.authenticate,
-            action.username,
-            action.password,
-            connection.record.client,
-        )
-        self._checking = checking
-        checking.addCallbacks(self._checked, self._refused)
-        checking.addErrback(self._checkBug)
-
-    def _checked(self, avatar: Any) -> None:
-        self._checking = None
-        connection = self.connection
-        if not connection.open:
-            return
-        connection.record.user = avatar
-        if not self._ended:
-            connection.resumeReading()
-        self.carryOut(self.handshake.credentialsChecked(avatar))
-
-    def _refused(self, failure: Failure) -> None:
-        self._checking = None
-        if not self.connection.open:
-            return
-        if not failure.check(AuthenticationFailed):
-            log.failure("checking credentials failed", failure)
-        self.carryOut(self.handshake.credentialsRefused())
-
-    def _checkBug(self, failure: Failure) -> None:
-        self.connection.bug("handling the result of an authentication failed", failure)
-
-
 def negotiating(
     build: Callable[[SocksConnection], ServerHandshake],
-) -> Callable[[SocksConnection], Negotiation]:
+) -> Callable[[SocksConnection], None]:
     """
     An entry of the factory's C{handlers} mapping for a protocol with a
-    sans-IO handshake: C{build(connection)} makes the handshake, which a
-    L{Negotiation} then drives.
+    sans-IO handshake: C{build(connection)} makes the handshake, which the
+    connection then drives (L{SocksConnection.negotiate}).
     """
 
-    def handler(connection: SocksConnection) -> Negotiation:
-        return Negotiation(connection, build(connection))
+    def entry(connection: SocksConnection) -> None:
+        connection.negotiate(build(connection))
 
-    return handler
+    return entry

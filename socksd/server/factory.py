@@ -28,7 +28,7 @@ from socksd.handshake.http import HTTP_FIRST_BYTES
 from socksd.interfaces import IPolicy, IResolver, IUpstreamFactory
 from socksd.server.commands import COMMANDS
 from socksd.server.config import ServerConfig
-from socksd.server.connection import Negotiation, SocksConnection
+from socksd.server.connection import SocksConnection
 from socksd.policy import adaptPolicy
 from socksd.server.socks6.sessions import sessionTableFor
 
@@ -43,17 +43,17 @@ __all__ = [
 ]
 
 
-def SOCKS4(connection: SocksConnection) -> Negotiation:
+def SOCKS4(connection: SocksConnection) -> None:
     """The first-byte entry of SOCKS4 and SOCKS4A."""
-    return Negotiation(connection, Socks4Handshake(connection.factory.handshakeSettings))
+    connection.negotiate(Socks4Handshake(connection.factory.handshakeSettings))
 
 
-def SOCKS5(connection: SocksConnection) -> Negotiation:
+def SOCKS5(connection: SocksConnection) -> None:
     """The first-byte entry of SOCKS5."""
-    return Negotiation(connection, Socks5Handshake(connection.factory.handshakeSettings))
+    connection.negotiate(Socks5Handshake(connection.factory.handshakeSettings))
 
 
-def SOCKS6(connection: SocksConnection) -> Negotiation:
+def SOCKS6(connection: SocksConnection) -> None:
     """The first-byte entry of SOCKS6 (its sessions are the factory's)."""
     factory = connection.factory
     handshake = Socks6Handshake(
@@ -61,10 +61,10 @@ def SOCKS6(connection: SocksConnection) -> Negotiation:
         sessionTableFor(factory),
         getattr(connection.record.client, "host", None),
     )
-    return Negotiation(connection, handshake)
+    connection.negotiate(handshake)
 
 
-def HTTP(connection: SocksConnection) -> Negotiation:
+def HTTP(connection: SocksConnection) -> None:
     """
     The first-byte entry of the letters HTTP methods start with: the "this
     is a SOCKS proxy" page, or HTTP CONNECT.
@@ -73,8 +73,7 @@ def HTTP(connection: SocksConnection) -> Negotiation:
     host = getattr(listening, "host", None)
     port = getattr(listening, "port", None)
     local = (host, port) if isinstance(host, str) and isinstance(port, int) else None
-    handshake = HttpHandshake(connection.factory.handshakeSettings, local)
-    return Negotiation(connection, handshake)
+    connection.negotiate(HttpHandshake(connection.factory.handshakeSettings, local))
 
 
 def handshakeSettings(config: ServerConfig, requireAuth: bool) -> HandshakeSettings:
