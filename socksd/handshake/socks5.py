@@ -164,8 +164,15 @@ class Socks5Handshake:
     # ServerHandshake
 
     def dataReceived(self, data: bytes) -> list[Action]:
-        """See L{ServerHandshake.dataReceived}."""
+        """
+        See L{ServerHandshake.dataReceived}.  Bytes that arrive after the
+        L{RequestReady} are kept for L{unconsumed}; after a L{Refuse} they
+        are dropped.
+        """
         if self._stage is _Stage.DONE:
+            if self._ready:
+                # The codec has finished: it only keeps them.
+                self.codec.receiveData(data)
             return []
         return self._parse(data)
 
