@@ -151,6 +151,7 @@ class Socks5Handshake:
         "_checking",
         "_pairs",
         "_ended",
+        "_ready",
     )
 
     def __init__(self, settings: HandshakeSettings) -> None:
@@ -165,12 +166,21 @@ class Socks5Handshake:
         self._checking: tuple[bytes, bytes] = (b"", b"")
         self._pairs: dict[bytes, bytes] = {}
         self._ended = False
+        #: C{True} once the L{RequestReady} was given.
+        self._ready = False
 
     # ServerHandshake
 
     def dataReceived(self, data: bytes) -> list[Action]:
-        """See L{ServerHandshake.dataReceived}."""
+        """
+        See L{ServerHandshake.dataReceived}.  Bytes that arrive after the
+        L{RequestReady} are kept for L{unconsumed}; after a L{Refuse} they
+        are dropped.
+        """
         if self._stage is _Stage.DONE:
+            if self._ready:
+                # The codec has finished: it only keeps them.
+                self.codec.receiveData(data)
             return []
         return self._parse(data)
 
@@ -215,11 +225,23 @@ class Socks5Handshake:
         return [Refuse(b"", f"client sent EOF during the {stage.value}")]
 
     def buffered(self) -> int:
-        """See L{ServerHandshake.buffered}."""
+        """
+        See L{ServerHandshake.buffered}: the handshake bytes received so
+        far, or the bytes after the request not yet taken; none after a
+        refusal.
+        """
+        if self._stage is _Stage.DONE and not self._ready:
+            return 0
         return self.codec.buffered()
 
     def unconsumed(self) -> bytes:
-        """See L{ServerHandshake.unconsumed}."""
+        """
+        See L{ServerHandshake.unconsumed}: the bytes after the request.
+        Before the L{RequestReady}, and after a L{Refuse}, this is C{b""}
+        (after a malformed message the codec is dead, and would raise).
+        """
+        if not self._ready:
+            return b""
         return self.codec.unconsumed()
 
     def reply(
@@ -265,6 +287,7 @@ class Socks5Handshake:
     def _request(self, message: socks5.Request) -> Request:
         """The version-neutral request, with its isolation credentials."""
         self._stage = _Stage.DONE
+        self._ready = True
         credentials = self._credentials
         pairs = self._pairs
         isolation: tuple[Any, ...] | None = credentials
