@@ -276,6 +276,9 @@ class Socks5Handshake:
                 actions += self._received(message)
                 if self._stage is _Stage.DONE or self._stage is _Stage.CHECKING:
                     return actions
+            if not codec.buffered():
+                # Nothing pipelined behind: no need to parse again.
+                return actions
 
     def _received(self, message: Any) -> list[Action]:
         if isinstance(message, socks5.MethodOffer):
