@@ -329,6 +329,29 @@ class LoopbackLimitsTests(LoopbackBase):
         self.assertEqual(len(client.received), Blaster.total - Blaster.total % 32)
         self.assertGreater(elapsed, (Blaster.total - 100_000 - 65536) / 400_000)
 
+    async def test_ruleBandwidthByName(self) -> None:
+        """
+        A pass rule that lists only address ranges throttles a tunnel to a
+        name that resolves into them as it does one to the address itself
+        (the name's decision carries to its resolved addresses).
+        """
+        from socksd.policy import Policy
+
+        blasterPort = await self.listen(Factory.forProtocol(Blaster))
+        policy = Policy.fromToml(
+            '[[destination]]\naction = "pass"\nto = ["127.0.0.0/8"]\n'
+            'bandwidth = 400000\nname = "lan"\n'
+        )
+        await self.serveSocks(self.resolver, policy)
+        client = await self.connect(
+            socks5Request(blasterPort, 3, b"inside.test"), socks5ReplyEnd
+        )
+        started = time.monotonic()
+        await self.wait(client.closed)
+        elapsed = time.monotonic() - started
+        self.assertEqual(len(client.received), Blaster.total - Blaster.total % 32)
+        self.assertGreater(elapsed, (Blaster.total - 100_000 - 65536) / 400_000)
+
     async def test_unlimitedIsFast(self) -> None:
         """Without limits the same transfer takes well under a second."""
         blasterPort = await self.listen(Factory.forProtocol(Blaster))

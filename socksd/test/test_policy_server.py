@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
@@ -232,3 +234,79 @@ class OutgoingAddressTests(LoopbackBase):
         """Without either, the system's choice (127.0.0.1) is the peer."""
         await self.serveSocks(self.resolver)
         self.assertEqual(await self.peerSeen(), b"127.0.0.1")
+
+    async def test_addressRuleBindAddressByName(self) -> None:
+        """
+        A pass rule that lists only address ranges gives its bind-address
+        to a request by name that resolves into them, as to the address
+        itself.
+        """
+        policy = Policy.fromToml(
+            '[[destination]]\naction = "pass"\nto = ["127.0.0.0/8"]\n'
+            'bind-address = "127.0.0.3"\n'
+        )
+        await self.serveSocks(self.resolver, policy)
+        self.assertEqual(await self.peerSeen(), b"127.0.0.3")
+        client = await self.connect(socks5Request(self.peerPort), socks5ReplyEnd)
+        await self.wait(client.closed)
+        self.assertEqual(bytes(client.received), b"127.0.0.3")
+
+
+class DecisionLogTests(LoopbackBase):
+    """
+    Each connection's log event names the rule that decided it and the
+    upstream that served it.
+    """
+
+    async def setUp(self) -> None:
+        self.echoPort = await self.listen(Factory.forProtocol(EchoProtocol))
+        self.resolver = self.hostsResolver("127.0.0.1 inside.test\n")
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    async def eventFor(self, request: bytes) -> dict[str, Any]:
+        """Open a tunnel with C{request}, close it, and give its event."""
+        client = await self.connect(request, socks5ReplyEnd)
+        await self.wait(client.reply)
+        client.transport.loseConnection()
+        await self.wait(client.closed)
+        for _ in range(100):
+            found = [
+                e for e in self.events if e.get("log_namespace") == "socksd.connection"
+            ]
+            if found:
+                return found[-1]
+            await deferLater(reactor, 0.01, lambda: None)
+        self.fail("no connection event")
+
+    async def test_ruleAndUpstream(self) -> None:
+        """
+        A tunnel allowed by a named rule logs C{rule} and, with the direct
+        upstream, C{upstream} "direct"; the line says both.
+        """
+        policy = Policy.fromToml(
+            '[[destination]]\naction = "pass"\nto = [".test"]\nname = "tests"\n'
+        )
+        await self.serveSocks(self.resolver, policy)
+        event = await self.eventFor(socks5Request(self.echoPort, 3, b"inside.test"))
+        self.assertEqual((event["rule"], event["upstream"]), ("tests", "direct"))
+        self.assertIn(" rule=tests via direct: SUCCEEDED", formatEvent(event))
+
+    async def test_refusingRule(self) -> None:
+        """A refusal names the rule that refused, and no upstream."""
+        policy = Policy.fromToml(
+            '[[destination]]\naction = "block"\nto = ["127.0.0.0/8"]\n'
+            'name = "no loopback"\n'
+        )
+        await self.serveSocks(self.resolver, policy)
+        event = await self.eventFor(socks5Request(self.echoPort))
+        self.assertEqual(event["rule"], "no loopback")
+        self.assertIsNone(event["upstream"])
+        self.assertEqual(event["reply"], "NOT_ALLOWED")
+
+    async def test_noPolicy(self) -> None:
+        """Without a policy no rule is named; the upstream still is."""
+        await self.serveSocks(self.resolver)
+        event = await self.eventFor(socks5Request(self.echoPort))
+        self.assertEqual((event["rule"], event["upstream"]), (None, "direct"))
