@@ -86,7 +86,7 @@ class ExtractTests(SynchronousTestCase):
         Both pages have their examples, and each block is valid Python.
         """
         self.assertEqual(len(pythonBlocks(DOCS / "client.rst")), 3)
-        self.assertEqual(len(pythonBlocks(DOCS / "embedding.rst")), 4)
+        self.assertEqual(len(pythonBlocks(DOCS / "embedding.rst")), 5)
         for page in ("client.rst", "embedding.rst"):
             for block in pythonBlocks(DOCS / page):
                 compile(block, page, "exec")
@@ -216,4 +216,50 @@ class DocsExamplesTests(TestCase):
                 reactor, "127.0.0.1", 25, proxyPort=port.getHost().port
             )
         self.assertEqual(caught.exception.replyCode, 2)
+        await settle()
+
+    async def test_embeddingPolicy(self) -> None:
+        """
+        docs/embedding.rst's C{OfficePolicy} serves a client from outside
+        the office under the rule "others" (over real sockets, as the log
+        event says), and gives an office client its bandwidth and outgoing
+        address.
+        """
+        from ipaddress import IPv4Address as Address
+
+        from twisted.internet.address import IPv4Address
+        from twisted.logger import globalLogPublisher
+
+        from socksd.address import Destination
+        from socksd.interfaces import ConnectContext
+
+        embedding = runPage("embedding.rst", self.client)
+        policy = embedding["OfficePolicy"]()
+        office = policy.decide(
+            ConnectContext(client=IPv4Address("TCP", "10.1.2.3", 5000)),
+            Destination(Address("192.0.2.1"), 80),
+        )
+        self.assertEqual(
+            (office.rule, office.bandwidth, office.bindAddress),
+            ("office", 1_000_000, ("192.0.2.10", 0)),
+        )
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        echoPort = await self.listen(Factory.forProtocol(EchoProtocol))
+        proxyPort = await self.listen(
+            SocksServerFactory(reactor, resolver=FakeResolver({}), policy=policy)
+        )
+        protocol = await self.client["sayHello"](
+            reactor, "127.0.0.1", echoPort, proxyPort=proxyPort
+        )
+        protocol.transport.loseConnection()
+        from twisted.internet.task import deferLater
+
+        for _ in range(int(WAIT / 0.02)):
+            logged = [e for e in events if e.get("log_namespace") == "socksd.connection"]
+            if logged:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(logged[0]["rule"], "others")
         await settle()
