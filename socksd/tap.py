@@ -320,7 +320,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self._checkLimits()
         from twisted.internet.testing import MemoryReactor
 
-        from socksd.chain import upstreamFromOptions
+        from socksd.upstream.spec import upstreamFromOptions
 
         try:
             # Only checked here (a reactor that never runs); makeService
@@ -440,7 +440,7 @@ def makeService(options: Options) -> service.IService:
 
     from socksd.server import ServerConfig, SocksServerFactory
     from socksd.resolve import resolverFromSpec
-    from socksd.chain import upstreamFromOptions
+    from socksd.upstream.spec import upstreamFromOptions
 
     resolver = resolverFromSpec(reactor, options["resolver"])
     policy = options["policy"]

@@ -64,7 +64,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from socksd.server.relay import IdleWatch, _Holding, openPlainTcp, setNoDelay
-from socksd.upstream import readinessReactors
+from socksd.upstream.direct import readinessReactors
 
 __all__ = [
     "SpliceRelay",

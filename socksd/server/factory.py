@@ -182,7 +182,7 @@ class SocksServerFactory(Factory):
 
             resolver = SystemResolver(reactor)
         if upstream is None:
-            from socksd.upstream import DirectUpstream
+            from socksd.upstream.direct import DirectUpstream
 
             if self.config.connectTimeout is not None:
                 upstream = DirectUpstream(

@@ -17,8 +17,10 @@ rules and failover.
     destination refused, unreachable, not allowed ...) is final.
   - L{RoutingUpstream}: rules that pick an upstream per destination, first
     match wins (as Dante's C{route} blocks and proxychains do).
-  - L{upstreamFromOptions}: the factory C{--upstream} (repeatable, or a
-    comma list) and C{--route MATCH=UPSTREAM} describe.
+
+L{socksd.upstream.spec.upstreamFromOptions} builds the factory
+C{--upstream} (repeatable, or a comma list) and C{--route MATCH=UPSTREAM}
+describe.
 
 Route matches (L{parseMatch}):
 
@@ -51,9 +53,9 @@ from socksd.address import Destination
 from socksd.client import DEFAULT_PROXY, SOCKS5ClientEndpoint
 from socksd.client.parser import SOCKS4AEndpointParser, SOCKS5EndpointParser
 from socksd.errors import NotAllowed, SocksError
-from socksd.interfaces import ConnectContext, IResolver, IUpstreamFactory
+from socksd.interfaces import ConnectContext, IUpstreamFactory
 from socksd.isolation import isolationCredentials
-from socksd.upstream import FailingEndpoint, NamedEndpoint, upstreamName
+from socksd.upstream.direct import FailingEndpoint, NamedEndpoint, upstreamName
 
 __all__ = [
     "ChainUpstream",
@@ -61,11 +63,7 @@ __all__ = [
     "RoutingUpstream",
     "Route",
     "parseMatch",
-    "parseRoute",
-    "splitUpstreams",
-    "upstreamFromOptions",
     "isProxyFailure",
-    "isolationCredentials",
     "CHAIN_KINDS",
 ]
 
@@ -426,82 +424,3 @@ class RoutingUpstream:
             if name is not None:
                 return NamedEndpoint(endpoint, name)
         return endpoint
-
-
-_KIND_AHEAD = r",\s*(?=(?:direct|socks5|socks4a)(?::|\s*$|\s*,))"
-
-
-def splitUpstreams(text: str) -> list[str]:
-    """
-    Split a comma list of upstream descriptions: at each comma followed by
-    the start of a description (C{direct}, C{socks5:}, C{socks4a:}), so
-    that commas inside a description stay.
-    """
-    return [part.strip() for part in re.split(_KIND_AHEAD, text) if part.strip()]
-
-
-def _single(
-    reactor: Any, spec: str, resolver: IResolver, kwargs: dict
-) -> IUpstreamFactory:
-    from socksd.upstream import upstreamFromSpec
-
-    return upstreamFromSpec(reactor, spec, resolver, **kwargs)
-
-
-def _failover(
-    reactor: Any, specs: Sequence[str], resolver: IResolver, kwargs: dict
-) -> IUpstreamFactory:
-    upstreams = [_single(reactor, spec, resolver, kwargs) for spec in specs]
-    return upstreams[0] if len(upstreams) == 1 else FailoverUpstream(upstreams)
-
-
-def parseRoute(
-    reactor: Any,
-    text: str,
-    resolver: IResolver,
-    default: IUpstreamFactory,
-    **kwargs: Any,
-) -> Route:
-    """
-    Parse one C{--route MATCH=UPSTREAM}: C{UPSTREAM} is C{direct}, C{default}
-    (the C{--upstream} list), or one or more (comma list, failover) client
-    endpoint descriptions.
-
-    @raise ValueError: a bad match or upstream.
-    """
-    match, sep, target = text.partition("=")
-    if not sep or not target.strip():
-        raise ValueError(f"--route {text!r}: expected MATCH=UPSTREAM")
-    target = target.strip()
-    if target.lower() == "default":
-        upstream = default
-    else:
-        upstream = _failover(reactor, splitUpstreams(target), resolver, kwargs)
-    return Route(match.strip(), upstream)
-
-
-def upstreamFromOptions(
-    reactor: Any,
-    upstreams: Sequence[str],
-    routes: Sequence[str],
-    resolver: IResolver,
-    **kwargs: Any,
-) -> IUpstreamFactory:
-    """
-    Build the upstream factory of C{--upstream} (repeatable, each possibly a
-    comma list: failover in order) and C{--route} (first match wins).
-
-    @param upstreams: the C{--upstream} values; none means C{direct}.
-    @param routes: the C{--route} values.
-    @param kwargs: passed on to each upstream (C{connectTimeout},
-        C{addressFilter} ...).
-    @raise ValueError: a bad description or rule.
-    """
-    specs = [spec for text in upstreams for spec in splitUpstreams(text)] or ["direct"]
-    default = _failover(reactor, specs, resolver, kwargs)
-    if not routes:
-        return default
-    return RoutingUpstream(
-        [parseRoute(reactor, text, resolver, default, **kwargs) for text in routes],
-        default,
-    )
