@@ -348,6 +348,41 @@ class IsolationTests(SynchronousTestCase):
 
 
 @implementer(IStreamClientEndpoint)
+class CompatibilityTests(SynchronousTestCase):
+    """
+    L{socksd.chain}, the old home of chaining, still offers its names.
+    """
+
+    def test_sameObjects(self) -> None:
+        """
+        Every name C{socksd.chain} exports is the object of its new home:
+        L{socksd.upstream}, or L{socksd.isolation} for the credentials.
+        """
+        import socksd.chain
+        import socksd.isolation
+        import socksd.upstream
+
+        self.assertEqual(
+            set(socksd.chain.__all__),
+            {
+                "ChainUpstream",
+                "FailoverUpstream",
+                "RoutingUpstream",
+                "Route",
+                "parseMatch",
+                "parseRoute",
+                "splitUpstreams",
+                "upstreamFromOptions",
+                "isProxyFailure",
+                "isolationCredentials",
+                "CHAIN_KINDS",
+            },
+        )
+        for name in socksd.chain.__all__:
+            home = socksd.isolation if name == "isolationCredentials" else socksd.upstream
+            self.assertIs(getattr(socksd.chain, name), getattr(home, name), name)
+
+
 class ScriptedEndpoint:
     """An endpoint whose connect returns the given Deferred, counting calls."""
 
