@@ -11,7 +11,7 @@ C{pip install socksd[metrics]}).
 Each L{Metrics} has its own C{CollectorRegistry}, so several servers (and
 tests) in one process do not share counters.  With C{--workers}, each
 worker counts its own and the parent serves them all, each series with a
-C{worker} label (see L{socksd.server.workers}).  The series:
+C{worker} label (see L{socksd.service.workers}).  The series:
 
   - C{socksd_connections_total{version,command,reply}}: connections ended,
     by SOCKS version, command and reply name (C{"none"} when unknown);
@@ -147,7 +147,7 @@ def metricsService(description: str, metrics: Metrics, reactor: Any) -> Any:
     A service listening on the server endpoint C{description} (e.g.
     C{tcp:9180:interface=127.0.0.1}) that serves C{metrics} (anything with
     a C{prometheus_client} C{registry}: a L{Metrics}, or with C{--workers}
-    the parent's L{socksd.server.workers.WorkersMetrics}) at C{/metrics}.
+    the parent's L{socksd.service.workers.WorkersMetrics}) at C{/metrics}.
     """
     from twisted.application import strports
 

@@ -1,5 +1,8 @@
 """
-C{twistd socksd}: the command-line options and the service they build.
+The command-line options of C{twistd socksd}: L{Options}, whose checks
+turn a bad or dangerous command line (an open proxy, a bad rule, address,
+limit or upstream) into a usage error, and L{parseRate} for the bandwidth
+options.
 
 The options are a contract (see docs/usage.rst): tests and users rely on
 their names and defaults.
@@ -7,20 +10,13 @@ their names and defaults.
 
 from __future__ import annotations
 
-import socket
-import sys
 from ipaddress import ip_address
-from typing import Any
 
-from twisted.application import service, strports
 from twisted.cred import credentials, strcred
 from twisted.internet import endpoints
-from twisted.logger import Logger
-from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
-from zope.interface import implementer
 
-log = Logger()
+__all__ = ["Options", "parseRate", "DEFAULT_LISTEN", "PROTOCOLS"]
 
 DEFAULT_LISTEN = "tcp:1080:interface=127.0.0.1"
 PROTOCOLS = {"socks4": 4, "socks5": 5, "socks6": 6}
@@ -68,32 +64,6 @@ def _listensBeyondLoopback(description: str) -> bool:
         return not ip_address(interface).is_loopback
     except ValueError:
         return True
-
-
-#: The listen backlog socksd asks for when a C{--listen} description gives
-#: none (Twisted's default is 50, too few for bursts of connections).
-LISTEN_BACKLOG = 1024
-
-_BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl", "unix"})
-
-
-def withBacklog(description: str, backlog: int = LISTEN_BACKLOG) -> str:
-    """
-    Add C{:backlog=BACKLOG} to a C{tcp}, C{tcp6}, C{ssl} or C{unix} server
-    endpoint description (also behind C{haproxy:}) that does not say
-    C{backlog=}; return any other description unchanged.
-    """
-    inner = description
-    while inner.startswith("haproxy:"):
-        inner = inner[len("haproxy:") :]
-    try:
-        args, kwargs = endpoints._parse(inner)
-    except Exception:
-        return description
-    kind = args[0] if args else ""
-    if kind not in _BACKLOG_KINDS or "backlog" in kwargs:
-        return description
-    return f"{description}:backlog={backlog}"
 
 
 class Options(usage.Options, strcred.AuthOptionMixin):
@@ -269,7 +239,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         if self["tcp-fastopen"] and self["workers"] > 1:
             raise usage.UsageError("--tcp-fastopen does not work with --workers yet")
         if self["workers"] > 1:
-            from socksd.server.workers import checkListens
+            from socksd.service.workers import checkListens
 
             try:
                 checkListens(self["listen"])
@@ -405,24 +375,6 @@ def parseRate(text: str) -> float:
     return rate
 
 
-def _applyLimits(options: Options, factory, reactor) -> None:
-    """Give C{factory} the connection and bandwidth limits of C{options}."""
-    from socksd.server.limits import BandwidthLimits, ConnectionLimits
-
-    caps = [
-        options["max-connections"] or None,
-        options["max-connections-per-client"] or None,
-        options["max-connections-per-user"] or None,
-    ]
-    if any(caps):
-        factory.limits = ConnectionLimits(*caps)
-    rates = options["bandwidth-per-client"], options["bandwidth-per-user"]
-    if any(rate is not None for rate in rates):
-        factory.bandwidth = BandwidthLimits(reactor, *rates)
-    if options["outgoing-address"] is not None:
-        factory.outgoingAddress = (options["outgoing-address"], 0)
-
-
 # usage.Options shows an opt_ method's docstring as --help text; fold the
 # docstrings' line breaks and indentation into single spaces.
 for _method in vars(Options).values():
@@ -430,230 +382,3 @@ for _method in vars(Options).values():
         if _method.__doc__:
             _method.__doc__ = " ".join(_method.__doc__.split())
 del _method
-
-
-def makeService(options: Options) -> service.IService:
-    """
-    Build the socksd service: one listening port per C{--listen}.
-    """
-    from twisted.internet import reactor
-
-    from socksd.server import ServerConfig, SocksServerFactory
-    from socksd.resolve import resolverFromSpec
-    from socksd.upstream.spec import upstreamFromOptions
-
-    resolver = resolverFromSpec(reactor, options["resolver"])
-    policy = options["policy"]
-    addressFilter = None
-    if policy is not None and policy.requireResolvedCheck:
-        addressFilter = policy.addressFilter
-    upstream = upstreamFromOptions(
-        reactor,
-        options["upstreams"],
-        options["routes"],
-        resolver,
-        connectTimeout=options["connect-timeout"],
-        addressFilter=addressFilter,
-    )
-    authenticator = None
-    if options.get("credCheckers"):
-        from socksd.auth import Authenticator, portalFromCheckers
-
-        authenticator = Authenticator(
-            portalFromCheckers(options["credCheckers"]), reactor
-        )
-    config = ServerConfig(
-        protocols=options["versions"],
-        extendedErrors=bool(options["extended-errors"]),
-        isolateSocksAuth=not options["no-isolate-socks-auth"],
-        isolateClientAddr=bool(options["isolate-client-addr"]),
-        isolateDestAddr=bool(options["isolate-dest-addr"]),
-        isolateDestPort=bool(options["isolate-dest-port"]),
-        preferNoAuth=bool(options["prefer-no-auth"]),
-        handshakeTimeout=options["handshake-timeout"],
-        connectTimeout=options["connect-timeout"],
-        idleTimeout=options["idle-timeout"] or None,
-        socks4WithAuth=bool(options["socks4-with-auth"]),
-        bindAddress=options["bind-address"],
-        bindTimeout=options["bind-timeout"] or None,
-        udpTimeout=options["udp-timeout"] or None,
-        httpConnect=bool(options["http-connect"]),
-        splice=not options["no-splice"],
-        socks6Dns=bool(options["socks6-dns"]),
-    )
-    factory = SocksServerFactory(
-        reactor,
-        upstream=upstream,
-        resolver=resolver,
-        policy=policy,
-        authenticator=authenticator,
-        config=config,
-    )
-    _applyLimits(options, factory, reactor)
-    # Twisted's listen backlog is 50 unless the description says backlog=.
-    options["listen"] = [withBacklog(d) for d in options["listen"]]
-    top = service.MultiService()
-    listening = None
-    if options["workers"] > 1 or options["inherit-fds"]:
-        from socksd.server import workers
-
-        listening = workers.serviceFor(options, factory, reactor)
-        listening.setServiceParent(top)
-    elif options["tcp-fastopen"]:
-        from twisted.application.internet import StreamServerEndpointService
-
-        for description in options["listen"]:
-            endpoint = FastOpenEndpoint(
-                endpoints.serverFromString(reactor, description), options["tcp-fastopen"]
-            )
-            listener = StreamServerEndpointService(endpoint, factory)
-            listener._raiseSynchronously = True  # as strports.service does
-            listener.setServiceParent(top)
-    else:
-        for description in options["listen"]:
-            strports.service(description, factory).setServiceParent(top)
-    if options["metrics"]:
-        _addMetrics(options, factory, reactor, top, listening)
-    RaiseFileLimit().setServiceParent(top)
-    if options["rules"] and policy is not None:
-        # With --workers, the parent passes SIGHUP on to its workers.
-        forward = getattr(listening, "signalWorkers", None)
-        _ReloadOnHangup(policy, reactor, forward).setServiceParent(top)
-    return top
-
-
-def _addMetrics(
-    options: Options, factory: Any, reactor: Any, top: Any, listening: Any
-) -> None:
-    """
-    C{--metrics}: one process counts and serves; with C{--workers}, each
-    worker counts and reports to the parent (whose C{listening} is the
-    L{socksd.server.workers.WorkersService}), which alone serves them.
-    """
-    from socksd.metrics import Metrics, metricsService
-    from socksd.server import workers
-
-    if options["workers"] > 1 and not options["inherit-fds"]:
-        served: Any = workers.WorkersMetrics(listening)
-    else:
-        served = factory.metrics = Metrics()
-        if options["inherit-fds"]:
-            workers.MetricsReporter(served, reactor, sys.stdout).setServiceParent(top)
-            return
-    metricsService(options["metrics"], served, reactor).setServiceParent(top)
-
-
-@implementer(IStreamServerEndpoint)
-class FastOpenEndpoint:
-    """
-    A server endpoint whose listening socket gets C{TCP_FASTOPEN} with a
-    queue length, so clients may carry data in their SYN (a SOCKS6 client's
-    request, say).  A socket that cannot take the option (a UNIX socket, a
-    kernel without it) listens on without it, and that is logged.
-    """
-
-    def __init__(self, endpoint: Any, queue: int) -> None:
-        self._endpoint = endpoint
-        self._queue = queue
-
-    def listen(self, factory: Any) -> Any:
-        def setOption(port: Any) -> Any:
-            sock = getattr(port, "socket", None)
-            option = getattr(socket, "TCP_FASTOPEN", None)
-            try:
-                if sock is None or option is None:
-                    raise OSError("no TCP socket to set TCP_FASTOPEN on")
-                sock.setsockopt(socket.IPPROTO_TCP, option, self._queue)
-            except OSError as error:
-                log.warn(
-                    "listening without TCP_FASTOPEN on {port}: {error}",
-                    port=port.getHost(),
-                    error=error,
-                )
-            return port
-
-        return self._endpoint.listen(factory).addCallback(setOption)
-
-
-#: The soft open-file limit L{raiseFileLimit} asks for when the hard limit
-#: is unlimited.
-FILE_LIMIT_UNLIMITED = 1 << 20
-
-
-def raiseFileLimit() -> tuple[int, int] | None:
-    """
-    Raise this process's soft limit on open files (C{RLIMIT_NOFILE}) to its
-    hard limit, as Tor does: every tunnel holds two descriptors, so the
-    usual soft limit of 1024 would stop socksd at about 500 tunnels.
-
-    @return: C{(before, after)} when the limit was raised, else L{None}
-        (already at the hard limit, or not allowed: that is logged).
-    """
-    try:
-        import resource
-    except ImportError:  # pragma: no cover (not POSIX)
-        return None
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = FILE_LIMIT_UNLIMITED if hard == resource.RLIM_INFINITY else hard
-    if soft == resource.RLIM_INFINITY or soft >= target:
-        return None
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError) as error:
-        log.warn(
-            "could not raise the open-file limit from {soft} to {target}: {error}",
-            soft=soft,
-            target=target,
-            error=error,
-        )
-        return None
-    log.info("open-file limit raised from {soft} to {target}", soft=soft, target=target)
-    return soft, target
-
-
-class RaiseFileLimit(service.Service):
-    """Call L{raiseFileLimit} when the service starts."""
-
-    def startService(self) -> None:
-        super().startService()
-        raiseFileLimit()
-
-
-class _ReloadOnHangup(service.Service):
-    """
-    Reload the rules file on SIGHUP (as Dante and Tor do), without dropping
-    connections; a bad file keeps the old rules and logs an error.
-    """
-
-    def __init__(self, policy, reactor, forward=None) -> None:
-        """
-        @param forward: called with C{"HUP"} on each SIGHUP (the workers'
-            parent passes the signal on), or L{None}.
-        """
-        self._policy = policy
-        self._reactor = reactor
-        self._forward = forward
-        self._previous = None
-
-    def startService(self) -> None:
-        import signal
-
-        super().startService()
-
-        def hangup(signum, frame) -> None:
-            self._reactor.callFromThread(self._reload)
-
-        self._previous = signal.signal(signal.SIGHUP, hangup)
-
-    def _reload(self) -> None:
-        if self._forward is not None:
-            self._forward("HUP")
-        if self._policy.reload():
-            log.info("reloaded the rules on SIGHUP")
-
-    def stopService(self) -> None:
-        import signal
-
-        if self._previous is not None:
-            signal.signal(signal.SIGHUP, self._previous)
-        return super().stopService()
