@@ -8,7 +8,7 @@ destination, and the configuration.
   - L{socksd.server.dispatch}: the first-byte dispatcher and the handler
     bases;
   - L{socksd.server.socks4}, L{socksd.server.socks5}: the protocols;
-  - L{socksd.server.relay}: the relay.
+  - L{socksd.server.relay}: the relays (ordinary and splice(2)).
 """
 
 from socksd.server.config import ServerConfig

@@ -78,7 +78,7 @@ class ServerConfig:
         C{True}.
     @ivar tcpNoDelay: set C{TCP_NODELAY} on both legs of every tunnel.
     @ivar splice: relay tunnels whose legs are both plain TCP sockets with
-        C{splice(2)} (zero-copy, Linux; L{socksd.server._splice}); other
+        C{splice(2)} (zero-copy, Linux; L{socksd.server.relay.splice}); other
         tunnels, and all of them when this is C{False}, use the ordinary
         relay.
     @ivar httpConnect: serve HTTP C{CONNECT} requests on the SOCKS port as

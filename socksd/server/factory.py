@@ -148,7 +148,7 @@ class SocksServerFactory(Factory):
     @ivar bandwidth: bandwidth caps per client address and per user
         (L{socksd.server.limits.BandwidthLimits}), or L{None}; a rule's
         bandwidth applies either way.
-    @ivar metrics: a L{socksd.metrics.Metrics} told of every connection,
+    @ivar metrics: a L{socksd.service.metrics.Metrics} told of every connection,
         or L{None}.
     @ivar outgoingAddress: the local C{(host, port)} connections to
         destinations leave from (the connect context's C{bindAddress}; a
@@ -207,7 +207,7 @@ class SocksServerFactory(Factory):
 
             resolver = SystemResolver(reactor)
         if upstream is None:
-            from socksd.upstream import DirectUpstream
+            from socksd.upstream.direct import DirectUpstream
 
             if self.config.connectTimeout is not None:
                 upstream = DirectUpstream(

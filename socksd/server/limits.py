@@ -383,7 +383,7 @@ def resolvesLocally(upstream: Any) -> bool:
     names itself to check them against the rules: resolving a name meant
     for another proxy (Tor, say) would leak it to the local resolver.
     """
-    from socksd.upstream import DirectUpstream
+    from socksd.upstream.direct import DirectUpstream
 
     return isinstance(upstream, DirectUpstream)
 

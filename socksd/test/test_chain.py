@@ -1,8 +1,8 @@
 r"""
-Tests for L{socksd.chain}: route matches and rules, failover, the chaining
-upstream, and on loopback: a client through socksd through socksd to an
-echo server, failover past a closed port, route rules, and (interop)
-chaining through microsocks.
+Tests for L{socksd.upstream.chain} and L{socksd.upstream.spec}: route
+matches and rules, failover, the chaining upstream, and on loopback: a
+client through socksd through socksd to an echo server, failover past a
+closed port, route rules, and (interop) chaining through microsocks.
 """
 
 from __future__ import annotations
@@ -23,24 +23,25 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 
 from socksd import errors as E
 from socksd.address import Destination
-from socksd.chain import (
-    ChainUpstream,
-    FailoverUpstream,
-    Route,
-    RoutingUpstream,
-    isolationCredentials,
-    isProxyFailure,
-    parseMatch,
-    splitUpstreams,
-    upstreamFromOptions,
-)
 from socksd.client import ProxyDisconnected, SOCKS5ClientEndpoint
 from socksd.interfaces import ConnectContext
+from socksd.isolation import isolationCredentials
 from socksd.server import ServerConfig, SocksServerFactory
 from socksd.tap import Options
 from socksd.testing import EchoProtocol, FakeResolver, MemoryUpstream
 from socksd.test.interop import InteropTestCase, requireTool
-from socksd.upstream import DirectUpstream, upstreamFromSpec
+from socksd.upstream import (
+    ChainUpstream,
+    DirectUpstream,
+    FailoverUpstream,
+    Route,
+    RoutingUpstream,
+    isProxyFailure,
+    parseMatch,
+    splitUpstreams,
+    upstreamFromOptions,
+    upstreamFromSpec,
+)
 
 #: The longest any one loopback wait may take.
 WAIT = 20.0
@@ -347,6 +348,41 @@ class IsolationTests(SynchronousTestCase):
 
 
 @implementer(IStreamClientEndpoint)
+class CompatibilityTests(SynchronousTestCase):
+    """
+    L{socksd.chain}, the old home of chaining, still offers its names.
+    """
+
+    def test_sameObjects(self) -> None:
+        """
+        Every name C{socksd.chain} exports is the object of its new home:
+        L{socksd.upstream}, or L{socksd.isolation} for the credentials.
+        """
+        import socksd.chain
+        import socksd.isolation
+        import socksd.upstream
+
+        self.assertEqual(
+            set(socksd.chain.__all__),
+            {
+                "ChainUpstream",
+                "FailoverUpstream",
+                "RoutingUpstream",
+                "Route",
+                "parseMatch",
+                "parseRoute",
+                "splitUpstreams",
+                "upstreamFromOptions",
+                "isProxyFailure",
+                "isolationCredentials",
+                "CHAIN_KINDS",
+            },
+        )
+        for name in socksd.chain.__all__:
+            home = socksd.isolation if name == "isolationCredentials" else socksd.upstream
+            self.assertIs(getattr(socksd.chain, name), getattr(home, name), name)
+
+
 class ScriptedEndpoint:
     """An endpoint whose connect returns the given Deferred, counting calls."""
 

@@ -28,8 +28,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from socksd.address import Destination
-from socksd.server import ServerConfig, _splice
+from socksd.server import ServerConfig
 from socksd.server._log import ConnectionRecord
+from socksd.server.relay import splice as _splice
 from socksd.tap import (
     FILE_LIMIT_UNLIMITED,
     LISTEN_BACKLOG,

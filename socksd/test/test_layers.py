@@ -88,7 +88,7 @@ LAYERS: tuple[Layer, ...] = (
         ),
     ),
     Layer("client", ("socksd.client.*",)),
-    # socksd.chain is to move under socksd.upstream.
+    # socksd.chain only re-exports names of socksd.upstream (compatibility).
     Layer(
         "upstreams and resolvers",
         ("socksd.upstream.*", "socksd.resolve.*", "socksd.chain.*"),

@@ -1,6 +1,7 @@
 """
-Tests for L{socksd.metrics}: counters fed by a real server on loopback,
-scraped over HTTP in Prometheus' text format.
+Tests for L{socksd.service.metrics} (imported through L{socksd.metrics}):
+counters fed by a real server on loopback, scraped over HTTP in
+Prometheus' text format.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """
-Tests for L{socksd.server._splice}: the zero-copy relay, and the relay
+Tests for L{socksd.server.relay.splice}: the zero-copy relay, and the relay
 tests both relays must pass (run once with splice and once without).
 """
 
@@ -22,7 +22,8 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from socksd.server import ServerConfig, SocksServerFactory, _splice
+from socksd.server import ServerConfig, SocksServerFactory
+from socksd.server.relay import splice as _splice
 from socksd.tap import Options, makeService
 from socksd.test import test_loopback
 from socksd.test.test_loopback import (

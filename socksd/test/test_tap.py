@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from socksd import tap
+from socksd.service import options as serviceOptions
 from socksd.tap import DEFAULT_LISTEN, Options, _listensBeyondLoopback
 
 
@@ -130,7 +130,7 @@ class OptionsTests(SynchronousTestCase):
         also behind C{haproxy:}, is a usage error that says what to
         install; other listeners do not care.
         """
-        self.patch(tap, "_tlsMissing", lambda: "No module named 'OpenSSL'")
+        self.patch(serviceOptions, "_tlsMissing", lambda: "No module named 'OpenSSL'")
         for description in (
             "ssl:1443:interface=127.0.0.1:privateKey=k.pem",
             "haproxy:ssl:1443:interface=127.0.0.1:privateKey=k.pem",

@@ -1,6 +1,6 @@
 """
-Tests for L{socksd.upstream}: L{DirectUpstream}, its endpoints and
-L{upstreamFromSpec}.
+Tests for L{socksd.upstream.direct} and L{socksd.upstream.spec}:
+L{DirectUpstream}, its endpoints and L{upstreamFromSpec}.
 
 The memory-reactor tests check which connections would be made; the
 loopback tests make real ones, only to 127.0.0.1 and ::1.
@@ -46,9 +46,9 @@ from socksd.upstream import (
     DirectUpstream,
     FailingEndpoint,
     ResolvingHostnameEndpoint,
-    _NameResolverReactor,
     upstreamFromSpec,
 )
+from socksd.upstream.direct import _NameResolverReactor
 
 V4 = IPv4Address
 V6 = IPv6Address

@@ -1,5 +1,5 @@
 """
-Tests for L{socksd.server.workers}: C{twistd socksd --workers N}.
+Tests for L{socksd.service.workers}: C{twistd socksd --workers N}.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import socksd
-from socksd.server import workers
-from socksd.server.workers import (
+from socksd.service import workers
+from socksd.service.workers import (
     METRICS_LINE,
     AdoptedPortsService,
     MetricsReporter,
@@ -302,7 +302,7 @@ class HangupTests(SynchronousTestCase):
         from twisted.internet.error import ProcessExitedAlready
         from twisted.internet.testing import MemoryReactor
 
-        from socksd.server.workers import WorkersService
+        from socksd.service.workers import WorkersService
 
         class Transport:
             def __init__(self, gone: bool = False) -> None:

@@ -47,6 +47,7 @@ from socksd.errors import ConnectTimeout, NotAllowed
 from socksd.interfaces import Decision
 from socksd.server.commands._base import Command
 from socksd.server.relay import UpstreamProtocol, abortTransport, boundDestination
+from socksd.server.relay._transport import acceptOneAtATime, stopAccepting
 from socksd.server.socks6.stack import applyStackOptions
 from socksd.wire.socks6 import ListenBacklogOption, StackLeg
 
@@ -444,7 +445,7 @@ class BacklogListener(Factory):
     def listen(self, reactor: Any, host: str, backlog: int) -> Destination:
         """Listen on C{host} with C{backlog}, accepting nothing yet."""
         self.port = reactor.listenTCP(0, self, backlog=backlog, interface=host)
-        self.port.stopReading()
+        stopAccepting(self.port)
         self.bound = boundDestination(self.port.getHost())
         return self.bound
 
@@ -479,10 +480,9 @@ class BacklogListener(Factory):
             return
         if self.waiting:
             # One accept per readiness, so the others stay queued.
-            self.port.numberAccepts = 1
-            self.port.startReading()
+            acceptOneAtATime(self.port)
         else:
-            self.port.stopReading()
+            stopAccepting(self.port)
 
     def wait(self, bind: Bind) -> None:
         """Give the next connection to C{bind}."""

@@ -26,7 +26,7 @@ from socksd.server.socks6.stack import (
     connectWithStackOptions,
     wantsStackConnect,
 )
-from socksd.upstream import upstreamName
+from socksd.upstream.direct import upstreamName
 from socksd.server.relay import (
     UPSTREAM_FACTORY,
     UpstreamProtocol,
@@ -46,7 +46,7 @@ def resolvesLocally(upstream: Any) -> bool:
     names itself to check them against the rules: resolving a name meant
     for another proxy (Tor, say) would leak it to the local resolver.
     """
-    from socksd.upstream import DirectUpstream
+    from socksd.upstream.direct import DirectUpstream
 
     return isinstance(upstream, DirectUpstream)
 

@@ -125,7 +125,7 @@ def isMultipath(sock: socket.socket | None) -> bool:
 
 
 def _usesHostnameEndpoint(upstream: Any) -> bool:
-    from socksd.upstream import DirectUpstream
+    from socksd.upstream.direct import DirectUpstream
 
     return isinstance(upstream, DirectUpstream)
 
@@ -353,7 +353,7 @@ def connectWithStackOptions(
     @return: the started connector, or L{None} when nothing is to be done
         differently (the caller then connects as usual).
     """
-    from socksd.upstream import DirectTCP4Endpoint, DirectTCP6Endpoint
+    from socksd.upstream.direct import DirectTCP4Endpoint, DirectTCP6Endpoint
 
     multipath = False
     synPayload: bytes | None = None

@@ -12,7 +12,7 @@ the bytes with splice(2), socket to pipe to socket, so they never enter
 Python, reading again at once (up to L{BURST} times per readiness event)
 while reads stay large, and gives the pipe back when the stream pauses with
 the pipe drained.  It keeps the ordinary relay's
-(L{socksd.server.relay.Relay}) behaviour:
+(L{socksd.server.relay.stream.Relay}) behaviour:
 
   - Backpressure: a direction reads from its source only while it holds
     nothing unwritten; when the sink cannot take more, the direction waits
@@ -28,7 +28,8 @@ the pipe drained.  It keeps the ordinary relay's
 
 Each socket gets one L{_SpliceSocket}.  The transports stay registered with
 the reactor as they were (so the takeover costs no registration change);
-their C{doRead} and C{doWrite} are pointed at the relay's directions, and
+their C{doRead} and C{doWrite} are pointed at the relay's directions
+(L{socksd.server.relay._transport.redirectEvents}), and
 the reactor's C{addReader}/C{addWriter} on the transports say which events
 the relay wants.  When both directions have ended, both transports are
 closed at once (C{connectionLost}, as the reactor would after
@@ -63,8 +64,17 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from socksd.server.relay import IdleWatch, _Holding, openPlainTcp, setNoDelay
-from socksd.upstream import readinessReactors
+from socksd.server.relay._transport import (
+    closeNow,
+    plainTcpOf,
+    redirectEvents,
+    restoreEvents,
+    setNoDelay,
+    socketOf,
+    takeBuffered,
+)
+from socksd.server.relay.stream import IdleWatch, _Holding
+from socksd.upstream.direct import readinessReactors
 
 __all__ = [
     "SpliceRelay",
@@ -166,21 +176,8 @@ _SPLICE = getattr(os, "splice", None) or cffiSplice()
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
 
-#: How a relay that ended closes its transports (one instance, as the
-#: reactor shares its own).
-_CLOSED = Failure(ConnectionDone("Connection done"))
-
 #: Which relays this process announced already (C{True}: splice).
 _announced: set[bool] = set()
-
-
-def _plainTcp(transport: Any, reactor: Any) -> bool:
-    """C{transport} is an open, plain TCP transport of C{reactor}."""
-    return (
-        openPlainTcp(transport)
-        and transport.reactor is reactor
-        and transport.producer is None
-    )
 
 
 def spliceSupported(clientTransport: Any, upstreamTransport: Any, reactor: Any) -> bool:
@@ -195,7 +192,7 @@ def spliceSupported(clientTransport: Any, upstreamTransport: Any, reactor: Any) 
         return False
     if not isinstance(reactor, readinessReactors()):
         return False
-    return _plainTcp(clientTransport, reactor) and _plainTcp(upstreamTransport, reactor)
+    return plainTcpOf(clientTransport, reactor) and plainTcpOf(upstreamTransport, reactor)
 
 
 def announce(used: bool, why: str) -> None:
@@ -207,18 +204,6 @@ def announce(used: bool, why: str) -> None:
         log.info("tunnels are relayed with splice(2) (zero-copy)")
     else:
         log.info("tunnels use the ordinary relay: {why}", why=why)
-
-
-def _takeBuffered(transport: Any) -> bytes:
-    """Take the bytes C{transport} was given but has not written yet."""
-    pending = transport.dataBuffer[transport.offset :]
-    if transport._tempDataBuffer:
-        pending = bytes(pending) + b"".join(transport._tempDataBuffer)
-    transport.dataBuffer = b""
-    transport.offset = 0
-    transport._tempDataBuffer = []
-    transport._tempDataLen = 0
-    return bytes(pending)
 
 
 class _SpliceSocket:
@@ -237,7 +222,7 @@ class _SpliceSocket:
 
     def __init__(self, transport: Any) -> None:
         self.transport = transport
-        self.sock = transport.socket
+        self.sock = socketOf(transport)
         self.fd = transport.fileno()
         self.feeds: Any = None
         self.drains: Any = None
@@ -252,8 +237,7 @@ class _SpliceSocket:
         has serves the relay with no change.
         """
         transport = self.transport
-        transport.doRead = self.feeds.readable
-        transport.doWrite = self.drains.writable
+        redirectEvents(transport, self.feeds.readable, self.drains.writable)
         reactor.removeWriter(transport)
         if read:
             reactor.addReader(transport)
@@ -272,8 +256,7 @@ class _SpliceSocket:
         if self.writing:
             self.writing = False
             reactor.removeWriter(transport)
-        vars(transport).pop("doRead", None)
-        vars(transport).pop("doWrite", None)
+        restoreEvents(transport)
 
 
 class _SpliceDirection:
@@ -571,9 +554,9 @@ class SpliceRelay(IdleWatch):
         @param initialData: the client's optimistic data.
         @param early: what the destination sent before the relay started.
         """
-        self.down.pending = _takeBuffered(self._client.transport) + b"".join(early)
+        self.down.pending = takeBuffered(self._client.transport) + b"".join(early)
         self.down.count = sum(map(len, early))
-        self.up.pending = _takeBuffered(self._upstream.transport) + initialData
+        self.up.pending = takeBuffered(self._upstream.transport) + initialData
         self.up.count = len(initialData)
         self.up.ended = clientEnded
         self.down.ended = upstreamEnded
@@ -657,10 +640,7 @@ class SpliceRelay(IdleWatch):
         # received their EOF, so close() alone ends them, without the
         # transport's shutdown() first.
         for side in (self._client, self._upstream):
-            transport = side.transport
-            if transport.connected and not transport.disconnected:
-                transport._shouldShutdown = False
-                transport.connectionLost(_CLOSED)
+            closeNow(side.transport)
 
     def _socketError(self, side: _SpliceSocket, error: OSError) -> None:
         """Reading or writing C{side}'s socket failed: the connection is

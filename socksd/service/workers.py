@@ -6,9 +6,10 @@ The parent (the C{twistd} process) listens on every C{--listen} description
 itself, never accepts (its ports stop reading at once), and starts the
 workers with L{twisted.internet.interfaces.IReactorProcess.spawnProcess},
 passing the listening sockets as inherited file descriptors 3, 4, ...  Each
-worker is C{python -m socksd.server.workers OPTIONS --inherit-fds 3,4}: it
-builds the same service from the same options, adopts the sockets with
-C{reactor.adoptStreamPort}, and runs its own reactor, so the kernel spreads
+worker is C{python -m socksd.service.worker OPTIONS --inherit-fds 3,4}
+(L{socksd.service.worker}): it builds the same service from the same
+options, adopts the sockets with C{reactor.adoptStreamPort}
+(L{AdoptedPortsService}), and runs its own reactor, so the kernel spreads
 the connections over the workers.
 
   - Logs: a worker writes its log events as lines to its standard output;
@@ -51,7 +52,6 @@ __all__ = [
     "checkListens",
     "workerArguments",
     "serviceFor",
-    "main",
     "STOP_GRACE",
     "RESPAWN_DELAY",
 ]
@@ -258,7 +258,7 @@ class WorkersService(service.Service):
         args = [
             self._executable,
             "-m",
-            "socksd.server.workers",
+            "socksd.service.worker",
             *self._arguments,
             "--inherit-fds",
             ",".join(map(str, fds)),
@@ -345,7 +345,7 @@ class MetricsReporter(service.Service):
         interval: float = METRICS_INTERVAL,
     ) -> None:
         """
-        @param metrics: the worker's L{socksd.metrics.Metrics}.
+        @param metrics: the worker's L{socksd.service.metrics.Metrics}.
         @param stream: a text stream: the worker's standard output.
         """
         self._metrics = metrics
@@ -382,7 +382,7 @@ class WorkersMetrics:
     The parent's metrics with C{--workers}: every running worker's latest
     report (L{WorkersService.metricsReports}), each series with a C{worker}
     label, as a C{prometheus_client} collector in its own C{registry}
-    (what L{socksd.metrics.metricsService} serves).
+    (what L{socksd.service.metrics.metricsService} serves).
     """
 
     def __init__(self, workers: WorkersService) -> None:
@@ -466,115 +466,3 @@ def serviceFor(options: Any, factory: Any, reactor: Any) -> service.IService:
         options["workers"],
         workerArguments(options.get("argv", [])),
     )
-
-
-class _ParentWatch:
-    """Reads the worker's standard input: its end means the parent is
-    gone, and the worker stops."""
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-
-    def fileno(self) -> int:
-        return 0
-
-    def logPrefix(self) -> str:
-        return "parent"
-
-    def doRead(self) -> Any:
-        try:
-            data = os.read(0, 4096)
-        except BlockingIOError:
-            return None
-        except OSError as e:
-            return Failure(e)
-        if not data:
-            return error.ConnectionDone("the parent is gone")
-        return None
-
-    def connectionLost(self, reason: Failure) -> None:
-        try:
-            self._reactor.stop()
-        except error.ReactorNotRunning:
-            pass
-
-
-def _lineObserver(stream: Any, reactor: Any = None) -> Any:
-    """
-    A log observer that writes each event as one line to C{stream}.
-
-    With a C{reactor}, while it runs, the lines of one reactor iteration
-    are flushed together (one write, and one wake-up of the parent, for
-    many connections' events); otherwise each line is flushed at once.
-    """
-    from twisted.logger import eventAsText
-
-    pending = [False]
-
-    def flush() -> None:
-        pending[0] = False
-        stream.flush()
-
-    def observe(event: dict[str, Any]) -> None:
-        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
-        if text:
-            namespace = event.get("log_namespace", "-")
-            stream.write(f"[{namespace}] " + text.replace("\n", "\n    ") + "\n")
-            if reactor is not None and reactor.running:
-                if not pending[0]:
-                    pending[0] = True
-                    reactor.callLater(0, flush)
-            else:
-                stream.flush()
-
-    return observe
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """
-    Run one worker: socksd's options (with C{--inherit-fds}) in C{argv}.
-    """
-    from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner
-    from twisted.python import usage
-
-    from socksd.tap import Options, makeService
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    globalLogBeginner.beginLoggingTo(
-        [_lineObserver(sys.stdout, reactor)], redirectStandardIO=False
-    )
-    reactor.addSystemEventTrigger("after", "shutdown", sys.stdout.flush)
-    options = Options()
-    try:
-        options.parseOptions(argv)
-    except usage.UsageError as e:
-        sys.stderr.write(f"socksd worker: {e}\n")
-        raise SystemExit(2)
-    top = makeService(options)
-    os.set_blocking(0, False)
-    reactor.addReader(_ParentWatch(reactor))
-    reactor.callWhenRunning(top.startService)
-    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
-    log.info(
-        "worker {worker} serving (pid {pid})",
-        worker=os.environ.get("SOCKSD_WORKER", "?"),
-        pid=os.getpid(),
-    )
-    # The parent's SIGTERM and the end of its pipe both stop the worker,
-    # in either order: the second finds the reactor stopping, quietly.
-    import signal
-
-    def stopQuietly() -> None:
-        try:
-            reactor.stop()
-        except error.ReactorNotRunning:
-            pass
-
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *args: reactor.callFromThread(stopQuietly))
-    reactor.run(installSignalHandlers=False)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,13 +1,15 @@
 """
-Upstream factories: how socksd reaches a destination
-(L{socksd.interfaces.IUpstreamFactory}).
+The direct upstream: how socksd reaches a destination itself
+(L{socksd.interfaces.IUpstreamFactory}), and the endpoints every upstream
+shares (L{FailingEndpoint}, L{NamedEndpoint}).
 
 L{DirectUpstream} connects straight to the destination: a plain TCP
 endpoint for an address literal (L{DirectTCP4Endpoint},
 L{DirectTCP6Endpoint}), and for a name Twisted's
 C{HostnameEndpoint} (Happy Eyeballs included) resolving through socksd's
-own resolver, never the reactor's.  L{upstreamFromSpec} builds a factory
-from the C{--upstream} option's text.
+own resolver, never the reactor's.
+(L{socksd.upstream.spec.upstreamFromSpec} builds a factory from the
+C{--upstream} option's text.)
 
 The endpoints for address literals offer a fast path next to C{connect}:
 C{connectFactory(factory)} connects a C{ClientFactory}'s protocol with no
@@ -74,8 +76,6 @@ __all__ = [
     "PlainConnector",
     "readinessReactors",
     "ResolvingHostnameEndpoint",
-    "upstreamFromSpec",
-    "UPSTREAM_KINDS",
 ]
 
 AddressFilter = Callable[[IPv4Address | IPv6Address], bool]
@@ -653,57 +653,3 @@ class DirectUpstream:
             bindAddress=bindAddress,
             addressFilter=self.addressFilter,
         )
-
-
-def _direct(reactor: Any, argument: str, resolver: IResolver, **kwargs: Any) -> IUpstreamFactory:
-    """Build a L{DirectUpstream} for the C{direct} spec."""
-    if argument:
-        raise ValueError(f"upstream 'direct' takes no argument, not {argument!r}")
-    return DirectUpstream(reactor, resolver, **kwargs)
-
-
-#: The upstream kinds L{upstreamFromSpec} knows, by the spec's first field:
-#: each builds a factory from C{(reactor, argument, resolver, **kwargs)},
-#: where C{argument} is the spec's text after the first colon.
-UPSTREAM_KINDS: dict[str, Callable[..., IUpstreamFactory]] = {
-    "direct": _direct,
-}
-
-
-def _chain(kind: str) -> Callable[..., IUpstreamFactory]:
-    """Build a L{socksd.chain.ChainUpstream} for a C{socks5:}/C{socks4a:} spec."""
-
-    def build(reactor: Any, argument: str, resolver: IResolver, **kwargs: Any) -> Any:
-        from socksd.chain import ChainUpstream
-
-        return ChainUpstream(
-            reactor, f"{kind}:{argument}", addressFilter=kwargs.get("addressFilter")
-        )
-
-    return build
-
-
-UPSTREAM_KINDS["socks5"] = _chain("socks5")
-UPSTREAM_KINDS["socks4a"] = _chain("socks4a")
-
-
-def upstreamFromSpec(
-    reactor: Any, spec: str, resolver: IResolver, **kwargs: Any
-) -> IUpstreamFactory:
-    """
-    Build the upstream factory the C{--upstream} option names.
-
-    @param reactor: the reactor connections are made with.
-    @param spec: C{direct}, or another kind in L{UPSTREAM_KINDS} followed by
-        a colon and its argument.
-    @param resolver: the resolver for destinations given by name.
-    @param kwargs: passed on to the factory (for C{direct}:
-        C{connectTimeout}, C{bindAddress}, C{addressFilter}).
-    @raise ValueError: the kind is unknown, or its argument is wrong.
-    """
-    kind, _, argument = spec.partition(":")
-    builder = UPSTREAM_KINDS.get(kind.strip().lower())
-    if builder is None:
-        supported = ", ".join(sorted(UPSTREAM_KINDS))
-        raise ValueError(f"unknown upstream {spec!r}: supported kinds are {supported}")
-    return builder(reactor, argument, resolver, **kwargs)

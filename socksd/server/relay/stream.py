@@ -1,14 +1,14 @@
 """
-The relay: once a tunnel is up, bytes flow between the client and the
-destination until both are done.
+The ordinary relay: once a tunnel is up, bytes flow between the client and
+the destination through Python until both are done.
 
-L{startRelay} joins two connected sides.  A side is a protocol object with a
-C{transport} and a C{handler} attribute: the server's
-L{socksd.server.dispatch.Dispatcher} on the client's connection and an
-L{UpstreamProtocol} on the destination's.  Each side hands every event it
-gets (C{dataReceived}, C{readConnectionLost}, C{writeConnectionLost},
-C{connectionLost}) to its C{handler}; the relay installs one
-L{RelayDirection} as the handler of each side.
+L{socksd.server.relay.startRelay} joins two connected sides.  A side is a
+protocol object with a C{transport} and a C{handler} attribute: the
+server's L{socksd.server.connection.SocksConnection} on the client's
+connection and an L{UpstreamProtocol} on the destination's.  Each side
+hands every event it gets (C{dataReceived}, C{readConnectionLost},
+C{writeConnectionLost}, C{connectionLost}) to its C{handler}; the relay
+installs one L{RelayDirection} as the handler of each side.
 
   - Backpressure: each transport is registered as the other's streaming
     producer, so a side that reads slowly pauses reading from the other, and
@@ -18,15 +18,15 @@ L{RelayDirection} as the handler of each side.
     goes on; when both directions have ended, both connections are closed.
   - Teardown: when either connection is lost, the other is closed after its
     pending bytes.
-  - Idle timeout: optional; see L{Relay}.
+  - Idle timeout: optional; see L{Relay} (and L{IdleWatch}, which the
+    splice relay shares).
 
-L{startRelay} is the one entry point, so that a zero-copy relay (splice(2))
-can later be chosen there for transports that allow it.
+Until the relay starts, an L{UpstreamProtocol} keeps what the destination
+sends (L{_Holding}), for the relay to pass on first.
 """
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, ip_address
 from typing import Any
 
 from twisted.internet.error import ConnectionDone
@@ -36,147 +36,23 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from socksd.address import Destination
+from socksd.server.relay._transport import abortTransport, unregisterProducer
 
 __all__ = [
     "Relay",
     "RelayDirection",
+    "IdleWatch",
     "UpstreamProtocol",
     "UPSTREAM_FACTORY",
-    "startRelay",
-    "boundDestination",
-    "setNoDelay",
-    "abortTransport",
-    "openPlainTcp",
-    "tcpTransports",
-    "writeNow",
 ]
 
 log = Logger()
-
-_UNSPECIFIED = Destination(IPv4Address(0), 0)
-_MISSING = object()
-
-
-def boundDestination(address: Any) -> Destination:
-    """
-    Turn a Twisted C{IAddress} (a transport's C{getHost()}) into the
-    L{Destination} a SOCKS reply reports; C{0.0.0.0:0} for an address that
-    is not IP (a UNIX socket, an in-memory transport).
-    """
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if isinstance(host, str) and isinstance(port, int) and 0 <= port <= 0xFFFF:
-        parsed = _hosts.get(host)
-        if parsed is None:
-            try:
-                parsed = ip_address(host.partition("%")[0])
-            except ValueError:
-                return _UNSPECIFIED
-            if len(_hosts) >= 256:
-                _hosts.clear()
-            _hosts[host] = parsed
-        return Destination(parsed, port)
-    return _UNSPECIFIED
-
-
-#: Local addresses already parsed by L{boundDestination} (a server has few).
-_hosts: dict[str, Any] = {}
-
-
-def setNoDelay(transport: Any) -> None:
-    """Set C{TCP_NODELAY} on C{transport} when it is a TCP transport."""
-    setter = getattr(transport, "setTcpNoDelay", None)
-    if setter is not None:
-        try:
-            setter(True)
-        except OSError:
-            pass
-
-
-def abortTransport(transport: Any) -> None:
-    """Close C{transport} now, dropping what it has not written."""
-    abort = getattr(transport, "abortConnection", None)
-    if abort is not None:
-        abort()
-    else:
-        transport.loseConnection()
-
-
-#: Twisted's plain TCP transport classes, once L{tcpTransports} looked them
-#: up.
-_tcpKinds: tuple[type, ...] = ()
-
-
-def tcpTransports() -> tuple[type, ...]:
-    """Twisted's plain TCP transport classes: C{tcp.Server}, C{tcp.Client}."""
-    global _tcpKinds
-    if not _tcpKinds:
-        from twisted.internet import tcp
-
-        _tcpKinds = (tcp.Server, tcp.Client)
-    return _tcpKinds
-
-
-def openPlainTcp(transport: Any) -> bool:
-    """
-    C{transport} is one of Twisted's plain TCP transports (exactly: the
-    attributes looked at are theirs), connected, and still writing.
-    """
-    return (
-        type(transport) in (_tcpKinds or tcpTransports())
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._writeDisconnecting
-        and not transport._writeDisconnected
-    )
-
-
-def writeNow(transport: Any, data: bytes) -> None:
-    """
-    Write C{data} to C{transport}; on a plain TCP transport that holds
-    nothing unwritten, send it at once.
-
-    C{transport.write} only buffers: the bytes go out when the reactor next
-    finds the socket writable, which costs two registration changes and a
-    turn of the reactor.  A handshake reply is small and the socket is
-    almost always writable, so it is sent here instead; what the socket
-    does not take (or everything, on an error, which the transport then
-    meets and handles as usual) goes through C{transport.write}.
-    """
-    if (
-        openPlainTcp(transport)
-        and not transport._tempDataBuffer
-        and len(transport.dataBuffer) <= transport.offset
-    ):
-        try:
-            sent = transport.socket.send(data)
-        except OSError:
-            sent = 0
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
-
-
-def _unregister(transport: Any) -> None:
-    """
-    Unregister C{transport}'s producer, if it has one, so that a
-    C{loseConnection} or C{loseWriteConnection} is not held up by a paused
-    producer.
-    """
-    if getattr(transport, "producer", _MISSING) is None:
-        return
-    try:
-        transport.unregisterProducer()
-    except (RuntimeError, AttributeError):
-        pass
 
 
 class _Holding:
     """
     An upstream's handler between its connection and the relay: it keeps
-    what arrives, for L{startRelay} to replay.
+    what arrives, for L{socksd.server.relay.startRelay} to replay.
     """
 
     __slots__ = ("data", "ended", "lost")
@@ -415,7 +291,7 @@ class Relay(IdleWatch):
 
     def _idle(self) -> None:
         for transport in (self.up.source, self.down.source):
-            _unregister(transport)
+            unregisterProducer(transport)
             abortTransport(transport)
 
     def _readEnded(self, direction: RelayDirection) -> None:
@@ -425,7 +301,7 @@ class Relay(IdleWatch):
         sink = direction.sink
         # The source was the sink's producer; it produces nothing more, and
         # a paused producer would hold the half-close up.
-        _unregister(sink)
+        unregisterProducer(sink)
         other = self.down if direction is self.up else self.up
         loseWrite = getattr(sink, "loseWriteConnection", None)
         if other.ended or loseWrite is None:
@@ -438,7 +314,7 @@ class Relay(IdleWatch):
         self.closed = True
         self._stopIdleTimer()
         for transport in (self.up.source, self.down.source):
-            _unregister(transport)
+            unregisterProducer(transport)
             transport.loseConnection()
 
     def _lost(self, direction: RelayDirection, reason: Failure) -> None:
@@ -454,101 +330,6 @@ class Relay(IdleWatch):
                 f"{side} connection lost: {reason.getErrorMessage()}"
             )
         sink = direction.sink
-        _unregister(direction.source)
-        _unregister(sink)
+        unregisterProducer(direction.source)
+        unregisterProducer(sink)
         sink.loseConnection()
-
-
-#: The L{socksd.server._splice} module, once L{_loadSplice} imported it.
-_splicing: Any = None
-
-
-def _loadSplice() -> Any:
-    """Import the splice relay (which imports this module) on first use."""
-    global _splicing
-    from socksd.server import _splice
-
-    _splicing = _splice
-    return _splice
-
-
-def startRelay(
-    client: Any,
-    upstream: Any,
-    reactor: Any,
-    initialData: bytes = b"",
-    clientEnded: bool = False,
-    idleTimeout: float | None = None,
-    noDelay: bool = True,
-    record: Any = None,
-    splice: bool = False,
-) -> Any:
-    """
-    Join C{client} and C{upstream} (see the module docstring).
-
-    The client's reply must already have been written; the client's
-    transport must be reading (unless C{clientEnded}).
-
-    @param client: the client's side: a protocol with C{transport} and
-        C{handler}.
-    @param upstream: the destination's side, an L{UpstreamProtocol} (what
-        it received before now is relayed first).
-    @param reactor: an C{IReactorTime}.
-    @param initialData: bytes the client sent before the tunnel was up
-        (optimistic data), written to the destination first.
-    @param clientEnded: the client already sent EOF.
-    @param idleTimeout: see L{Relay}.
-    @param noDelay: set C{TCP_NODELAY} on the destination's connection (the
-        client's is the dispatcher's business).
-    @param record: the connection's log record; it learns the relay, for
-        the byte counts.
-    @param splice: use L{socksd.server._splice.SpliceRelay} (zero-copy)
-        when both transports allow it.
-    @return: the running relay: a L{Relay}, or with C{splice} possibly a
-        L{socksd.server._splice.SpliceRelay} (which has no throttles).
-    """
-    if splice:
-        splicing = _splicing
-        if splicing is None:
-            splicing = _loadSplice()
-        spliced = splicing.trySplice(
-            client,
-            upstream,
-            reactor,
-            initialData,
-            clientEnded,
-            idleTimeout,
-            noDelay,
-            record,
-        )
-        if spliced is not None:
-            return spliced
-    clientTransport = client.transport
-    upstreamTransport = upstream.transport
-    relay = Relay(clientTransport, upstreamTransport, reactor, idleTimeout, record)
-    if record is not None:
-        record.relay = relay
-    if noDelay:
-        setNoDelay(upstreamTransport)
-    held = upstream.handler
-    if not isinstance(held, _Holding):
-        held = _Holding()
-    client.handler = relay.up
-    upstream.handler = relay.down
-    if held.lost is None:
-        if not clientEnded:
-            upstreamTransport.registerProducer(clientTransport, True)
-        if not held.ended:
-            clientTransport.registerProducer(upstreamTransport, True)
-    if initialData:
-        relay.up.dataReceived(initialData)
-    for chunk in held.data:
-        relay.down.dataReceived(chunk)
-    if clientEnded:
-        relay.up.readConnectionLost()
-    if held.ended:
-        relay.down.readConnectionLost()
-    if held.lost is not None:
-        relay.down.connectionLost(held.lost)
-    relay._startIdleTimer()
-    return relay

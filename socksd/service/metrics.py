@@ -1,0 +1,188 @@
+"""
+Prometheus metrics for a socksd server.
+
+A L{Metrics} is given to a L{socksd.server.SocksServerFactory} (its
+C{metrics} attribute); the dispatcher tells it when a handshake completes,
+when a tunnel starts and when a connection ends.  L{metricsService} serves
+the metrics in Prometheus' text format over HTTP, at C{/metrics}, with
+C{prometheus_client}'s Twisted resource (install the C{metrics} extra:
+C{pip install socksd[metrics]}).
+
+Each L{Metrics} has its own C{CollectorRegistry}, so several servers (and
+tests) in one process do not share counters.  With C{--workers}, each
+worker counts its own and the parent serves them all, each series with a
+C{worker} label (see L{socksd.service.workers}).  The series:
+
+  - C{socksd_connections_total{version,command,reply}}: connections ended,
+    by SOCKS version, command and reply name (C{"none"} when unknown);
+  - C{socksd_refused_total{reason}}: connections refused before a tunnel,
+    by a short reason (C{policy}, C{limit}, C{timeout}, C{malformed},
+    C{auth}, C{other});
+  - C{socksd_bytes_relayed_total{direction}}: bytes relayed, C{up} (client
+    to destination) and C{down};
+  - C{socksd_handshake_seconds}: a histogram of the time from connecting to
+    a complete request;
+  - C{socksd_tunnels}: the tunnels open now;
+  - C{socksd_auth_failures_total}: failed logins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Metrics", "metricsService", "refusalKind"]
+
+
+def refusalKind(reason: str | None) -> str:
+    """Sort a connection's end reason into a few label values."""
+    if not reason:
+        return "other"
+    if "policy" in reason or "refused by" in reason or "not allowed" in reason:
+        return "policy"
+    if reason.startswith("too many connections"):
+        return "limit"
+    if "timeout" in reason:
+        return "timeout"
+    if "malformed" in reason or "unknown first byte" in reason:
+        return "malformed"
+    if reason.startswith("authentication failed"):
+        return "auth"
+    return "other"
+
+
+class Metrics:
+    """
+    The counters of one server; see the module docstring.
+
+    @ivar registry: the C{prometheus_client.CollectorRegistry} they live in.
+    """
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self._open: set[int] = set()
+        self.connections = Counter(
+            "socksd_connections",
+            "Connections ended, by SOCKS version, command and reply.",
+            ["version", "command", "reply"],
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "socksd_refused",
+            "Connections that ended without a tunnel, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.bytesRelayed = Counter(
+            "socksd_bytes_relayed",
+            "Bytes relayed, up (client to destination) and down.",
+            ["direction"],
+            registry=self.registry,
+        )
+        self.handshakeSeconds = Histogram(
+            "socksd_handshake_seconds",
+            "Seconds from connecting to a complete request.",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0),
+            registry=self.registry,
+        )
+        self.tunnels = Gauge(
+            "socksd_tunnels", "Tunnels open now.", registry=self.registry
+        )
+        self.authFailures = Counter(
+            "socksd_auth_failures", "Failed logins.", registry=self.registry
+        )
+
+    def handshakeDone(self, seconds: float) -> None:
+        """A client's request is complete, C{seconds} after it connected."""
+        self.handshakeSeconds.observe(max(0.0, seconds))
+
+    def tunnelOpened(self, record: Any) -> None:
+        """The tunnel of the connection C{record} describes is up."""
+        self._open.add(id(record))
+        self.tunnels.inc()
+
+    def connectionClosed(self, record: Any) -> None:
+        """
+        A connection is gone; C{record} is its
+        L{socksd.server._log.ConnectionRecord}.
+        """
+        if id(record) in self._open:
+            self._open.discard(id(record))
+            self.tunnels.dec()
+        relay = record.relay
+        if relay is not None:
+            try:
+                up, down = relay.byteCounts()
+            except Exception:
+                up = down = 0
+            self.bytesRelayed.labels("up").inc(up)
+            self.bytesRelayed.labels("down").inc(down)
+        else:
+            kind = refusalKind(record.reason)
+            self.refused.labels(kind).inc()
+            if kind == "auth":
+                self.authFailures.inc()
+        reply = record.reply
+        replyName = getattr(reply, "name", None) or (
+            reply if isinstance(reply, str) else "none"
+        )
+        command = "none"
+        if record.commandCode is not None:
+            from socksd.server._log import commandName
+
+            command = commandName(record.commandCode)
+        version = "none" if record.version is None else str(record.version)
+        self.connections.labels(version, command, replyName).inc()
+
+    def text(self) -> bytes:
+        """The metrics in Prometheus' text format."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+def metricsService(description: str, metrics: Metrics, reactor: Any) -> Any:
+    """
+    A service listening on the server endpoint C{description} (e.g.
+    C{tcp:9180:interface=127.0.0.1}) that serves C{metrics} (anything with
+    a C{prometheus_client} C{registry}: a L{Metrics}, or with C{--workers}
+    the parent's L{socksd.service.workers.WorkersMetrics}) at C{/metrics}.
+    """
+    from twisted.application import strports
+
+    return strports.service(description, metricsSite(metrics), reactor=reactor)
+
+
+def _metricsPage(registry: Any) -> Any:
+    """
+    The C{/metrics} resource: C{registry} in the exposition format the
+    scraper's C{Accept} header asks for, rendered in the reactor thread
+    (it takes microseconds; C{prometheus_client.twisted} would hand each
+    scrape to a thread) and sent with a C{Content-Length}.
+    """
+    from prometheus_client.exposition import choose_encoder
+    from twisted.web.resource import Resource
+
+    class MetricsPage(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Any) -> bytes:
+            accept = request.getHeader(b"accept") or b""
+            encoder, contentType = choose_encoder(accept.decode("latin-1"))
+            request.setHeader(b"content-type", contentType.encode("latin-1"))
+            return encoder(registry)
+
+    return MetricsPage()
+
+
+def metricsSite(metrics: Metrics) -> Any:
+    """A C{twisted.web} site with C{metrics} at C{/metrics}."""
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    root = Resource()
+    root.putChild(b"metrics", _metricsPage(metrics.registry))
+    site = Site(root)
+    site.noisy = False
+    return site

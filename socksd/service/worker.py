@@ -1,0 +1,138 @@
+"""
+One worker process of C{twistd socksd --workers N}
+(L{socksd.service.workers}): the parent runs C{python -m
+socksd.service.worker OPTIONS --inherit-fds 3,4}, and L{main} runs it.
+
+The worker builds the same service as the parent, from the same options
+(with C{--inherit-fds}: it adopts the inherited listening sockets), writes
+its log events as lines to its standard output for the parent to log, and
+stops when the parent sends SIGTERM or when its standard input ends (the
+parent is gone).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Sequence
+
+from twisted.internet import error
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from socksd.service.build import makeService
+from socksd.service.options import Options
+
+__all__ = ["main"]
+
+log = Logger()
+
+
+class _ParentWatch:
+    """Reads the worker's standard input: its end means the parent is
+    gone, and the worker stops."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def fileno(self) -> int:
+        return 0
+
+    def logPrefix(self) -> str:
+        return "parent"
+
+    def doRead(self) -> Any:
+        try:
+            data = os.read(0, 4096)
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            return Failure(e)
+        if not data:
+            return error.ConnectionDone("the parent is gone")
+        return None
+
+    def connectionLost(self, reason: Failure) -> None:
+        try:
+            self._reactor.stop()
+        except error.ReactorNotRunning:
+            pass
+
+
+def _lineObserver(stream: Any, reactor: Any = None) -> Any:
+    """
+    A log observer that writes each event as one line to C{stream}.
+
+    With a C{reactor}, while it runs, the lines of one reactor iteration
+    are flushed together (one write, and one wake-up of the parent, for
+    many connections' events); otherwise each line is flushed at once.
+    """
+    from twisted.logger import eventAsText
+
+    pending = [False]
+
+    def flush() -> None:
+        pending[0] = False
+        stream.flush()
+
+    def observe(event: dict[str, Any]) -> None:
+        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+        if text:
+            namespace = event.get("log_namespace", "-")
+            stream.write(f"[{namespace}] " + text.replace("\n", "\n    ") + "\n")
+            if reactor is not None and reactor.running:
+                if not pending[0]:
+                    pending[0] = True
+                    reactor.callLater(0, flush)
+            else:
+                stream.flush()
+
+    return observe
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """
+    Run one worker: socksd's options (with C{--inherit-fds}) in C{argv}.
+    """
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner
+    from twisted.python import usage
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    globalLogBeginner.beginLoggingTo(
+        [_lineObserver(sys.stdout, reactor)], redirectStandardIO=False
+    )
+    reactor.addSystemEventTrigger("after", "shutdown", sys.stdout.flush)
+    options = Options()
+    try:
+        options.parseOptions(argv)
+    except usage.UsageError as e:
+        sys.stderr.write(f"socksd worker: {e}\n")
+        raise SystemExit(2)
+    top = makeService(options)
+    os.set_blocking(0, False)
+    reactor.addReader(_ParentWatch(reactor))
+    reactor.callWhenRunning(top.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    log.info(
+        "worker {worker} serving (pid {pid})",
+        worker=os.environ.get("SOCKSD_WORKER", "?"),
+        pid=os.getpid(),
+    )
+    # The parent's SIGTERM and the end of its pipe both stop the worker,
+    # in either order: the second finds the reactor stopping, quietly.
+    import signal
+
+    def stopQuietly() -> None:
+        try:
+            reactor.stop()
+        except error.ReactorNotRunning:
+            pass
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *args: reactor.callFromThread(stopQuietly))
+    reactor.run(installSignalHandlers=False)
+
+
+if __name__ == "__main__":
+    main()

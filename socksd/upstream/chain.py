@@ -1,0 +1,426 @@
+r"""
+Chaining: reaching destinations through another SOCKS proxy, with routing
+rules and failover.
+
+  - L{ChainUpstream}: every destination through one proxy, named by a
+    socksd client endpoint description without host or port
+    (C{socks5:proxy=tcp\:127.0.0.1\:9050}, C{socks4a:proxy=...}; see
+    L{socksd.client.parser}).  For SOCKS5 without explicit C{user=} /
+    C{password=}, the request's isolation key travels upstream as a
+    username/password pair (distinct keys, distinct pairs; Tor isolates
+    streams by them), and the client's proposal 229 pairs travel as
+    C{pair.KEY=VALUE}s.
+  - L{FailoverUpstream}: several upstreams in order; when one cannot be
+    used (its proxy is unreachable, times out, closes or breaks the
+    handshake, refuses the credentials), the next is tried and the
+    failure logged.  A proxy that I{answers} with a failure reply (the
+    destination refused, unreachable, not allowed ...) is final.
+  - L{RoutingUpstream}: rules that pick an upstream per destination, first
+    match wins (as Dante's C{route} blocks and proxychains do).
+
+L{socksd.upstream.spec.upstreamFromOptions} builds the factory
+C{--upstream} (repeatable, or a comma list) and C{--route MATCH=UPSTREAM}
+describe.
+
+Route matches (L{parseMatch}):
+
+  - C{*}: every destination;
+  - C{.example.com}: the name C{example.com} and every name under it
+    (C{.onion}: every onion service);
+  - C{example.com}: that name only;
+  - C{10.0.0.0/8}, C{2001:db8::/32}, C{192.0.2.7}: address literals in
+    the network.  Names are never resolved to match a rule (that would
+    leak them to the local resolver); a name matches only name rules.
+  - any of the above followed by C{:PORT} (IPv6 in brackets:
+    C{[2001:db8::/32]:443}) matches that port only.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_network
+from typing import Any, Callable, Sequence
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import _parse, clientFromString
+from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from socksd.address import Destination
+from socksd.client import DEFAULT_PROXY, SOCKS5ClientEndpoint
+from socksd.client.parser import SOCKS4AEndpointParser, SOCKS5EndpointParser
+from socksd.errors import NotAllowed, SocksError
+from socksd.interfaces import ConnectContext, IUpstreamFactory
+from socksd.isolation import isolationCredentials
+from socksd.upstream.direct import FailingEndpoint, NamedEndpoint, upstreamName
+
+__all__ = [
+    "ChainUpstream",
+    "FailoverUpstream",
+    "RoutingUpstream",
+    "Route",
+    "parseMatch",
+    "isProxyFailure",
+    "CHAIN_KINDS",
+]
+
+log = Logger()
+
+#: The description prefixes that name a chaining upstream, and their parsers
+#: (called directly, so that chaining works without plugin discovery).
+CHAIN_KINDS = {"socks5": SOCKS5EndpointParser, "socks4a": SOCKS4AEndpointParser}
+
+_TRUE = {"yes", "true", "on", "1"}
+
+
+def isProxyFailure(failure: Failure) -> bool:
+    """
+    Tell whether a failed attempt through a proxy means the proxy itself
+    could not be used, so that the next one may be tried.
+
+    A proxy's failure reply (a L{SocksError} with a C{replyCode}) and a
+    cancellation are final; anything else (the proxy endpoint's connection
+    errors and timeouts, L{socksd.client.ProxyDisconnected},
+    L{socksd.client.ProxyProtocolError}, a refused authentication) is the
+    proxy's.
+    """
+    if failure.check(CancelledError):
+        return False
+    error = failure.value
+    if isinstance(error, SocksError) and error.replyCode is not None:
+        return False
+    return True
+
+
+@implementer(IUpstreamFactory)
+class ChainUpstream:
+    """
+    Reach every destination through one SOCKS proxy; see the module
+    docstring.
+
+    @ivar description: the client endpoint description, without destination.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        description: str,
+        addressFilter: Callable[[IPv4Address | IPv6Address], bool] | None = None,
+        forwardIsolation: bool = True,
+    ) -> None:
+        """
+        @param reactor: the reactor the proxy connections are made with.
+        @param description: C{socks5:...} or C{socks4a:...}, naming the
+            proxy (C{proxy=}) and options but no host or port.
+        @param addressFilter: address literals it refuses fail with
+            L{NotAllowed} (names are the proxy's to resolve).
+        @param forwardIsolation: send the isolation key and proposal 229
+            pairs upstream (SOCKS5 without explicit credentials).
+        @raise ValueError: a description that is not a socksd client
+            endpoint, or that names a destination or a bad parameter.
+        """
+        args, kwargs = _parse(description)
+        kind = args[0].strip().lower() if args else ""
+        if kind not in CHAIN_KINDS:
+            raise ValueError(
+                f"{description!r} is not a chaining upstream (expected socks5: or socks4a:)"
+            )
+        if any(args[1:]) or "host" in kwargs or "port" in kwargs:
+            raise ValueError(
+                f"{description!r}: a chaining upstream names no destination (no HOST:PORT)"
+            )
+        self._reactor = reactor
+        self.description = description
+        self.addressFilter = addressFilter
+        self._parser = CHAIN_KINDS[kind]()
+        self._kwargs = kwargs
+        # Check every parameter now, with a placeholder destination.
+        self._endpoint(Destination("example.com", 1))
+        explicit = {"user", "password", "tls", "tlsHostname", "trustRoots"} & set(
+            kwargs
+        )
+        explicit |= {k for k in kwargs if k.startswith("pair.")}
+        self._isolating = forwardIsolation and kind == "socks5" and not explicit
+        self._proxy = kwargs.get("proxy", DEFAULT_PROXY)
+        #: How the connections' log names this upstream.
+        self.name = f"{kind} {self._proxy}"
+        self._extendedErrors = (
+            kwargs.get("extendedErrors", "no").strip().lower() in _TRUE
+        )
+
+    def __repr__(self) -> str:
+        return f"<ChainUpstream {self.description}>"
+
+    def _endpoint(self, destination: Destination) -> IStreamClientEndpoint:
+        """The endpoint of the description, for C{destination}."""
+        return self._parser.parseStreamClient(
+            self._reactor,
+            host=destination.hostText(),
+            port=str(destination.port),
+            **self._kwargs,
+        )
+
+    def endpointFor(
+        self, destination: Destination, context: ConnectContext | None = None
+    ) -> IStreamClientEndpoint:
+        """See L{IUpstreamFactory.endpointFor}."""
+        host = destination.host
+        if (
+            isinstance(host, (IPv4Address, IPv6Address))
+            and self.addressFilter is not None
+            and not self.addressFilter(host)
+        ):
+            return FailingEndpoint(NotAllowed(f"connections to {host} are not allowed"))
+        if not self._isolating or context is None:
+            return self._endpoint(destination)
+        credentials = isolationCredentials(context.isolationKey)
+        pairs = list(context.pairs.items()) if context.pairs else None
+        if credentials is None and pairs is None:
+            return self._endpoint(destination)
+        username, password = credentials if credentials is not None else (None, None)
+        return SOCKS5ClientEndpoint(
+            clientFromString(self._reactor, self._proxy),
+            host,
+            destination.port,
+            username=username,
+            password=password,
+            pairs=pairs,
+            extendedErrors=self._extendedErrors,
+        )
+
+
+@implementer(IStreamClientEndpoint)
+class _FailoverEndpoint:
+    """Try endpoints in order while each fails as L{isProxyFailure} says."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[tuple[Any, IStreamClientEndpoint]],
+        destination: Destination,
+    ) -> None:
+        self._endpoints = list(endpoints)
+        self._destination = destination
+        #: How the connection's log names the upstream that served it,
+        #: once one did.
+        self.upstreamName: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<FailoverEndpoint {[e for _, e in self._endpoints]!r}>"
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred:
+        """Connect with the first endpoint that can; cancelling stops all."""
+        current: list[Deferred | None] = [None]
+        cancelled = [False]
+
+        def cancel(result: Deferred) -> None:
+            cancelled[0] = True
+            attempt = current[0]
+            if attempt is not None:
+                attempt.cancel()
+
+        result: Deferred = Deferred(cancel)
+
+        def attempt(index: int) -> None:
+            upstream, endpoint = self._endpoints[index]
+            try:
+                d = endpoint.connect(protocolFactory)
+            except Exception:
+                d = Deferred()
+                d.errback()
+            current[0] = d
+            d.addCallbacks(
+                succeeded,
+                failed,
+                callbackArgs=(upstream, endpoint),
+                errbackArgs=(index, upstream),
+            )
+
+        def succeeded(protocol: Any, upstream: Any, endpoint: Any) -> None:
+            current[0] = None
+            if not result.called:
+                self.upstreamName = upstreamName(upstream, endpoint)
+                result.callback(protocol)
+
+        def failed(failure: Failure, index: int, upstream: Any) -> None:
+            current[0] = None
+            if result.called:
+                return
+            last = index + 1 >= len(self._endpoints)
+            if cancelled[0] or last or not isProxyFailure(failure):
+                result.errback(failure)
+                return
+            log.warn(
+                "upstream {upstream} failed for {destination}: {error}; trying the next",
+                upstream=repr(upstream),
+                destination=str(self._destination),
+                error=failure.getErrorMessage(),
+            )
+            attempt(index + 1)
+
+        attempt(0)
+        return result
+
+
+@implementer(IUpstreamFactory)
+class FailoverUpstream:
+    """
+    Several upstreams, tried in order for each connection: the next one
+    when the previous one's proxy could not be used (L{isProxyFailure}),
+    with a warning logged.  A failure reply from a proxy, and the last
+    upstream's failure, go to the client.
+    """
+
+    def __init__(self, upstreams: Sequence[IUpstreamFactory]) -> None:
+        """
+        @param upstreams: at least one upstream factory, in order.
+        @raise ValueError: no upstream.
+        """
+        if not upstreams:
+            raise ValueError("failover needs at least one upstream")
+        self.upstreams = tuple(upstreams)
+
+    def __repr__(self) -> str:
+        return f"<FailoverUpstream {list(self.upstreams)!r}>"
+
+    def endpointFor(
+        self, destination: Destination, context: ConnectContext | None = None
+    ) -> IStreamClientEndpoint:
+        """See L{IUpstreamFactory.endpointFor}."""
+        if len(self.upstreams) == 1:
+            return self.upstreams[0].endpointFor(destination, context)
+        return _FailoverEndpoint(
+            [(u, u.endpointFor(destination, context)) for u in self.upstreams],
+            destination,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """
+    One routing rule: destinations it matches go to its upstream.
+
+    @ivar match: the rule's text (see the module docstring); checked here.
+    @ivar upstream: the L{IUpstreamFactory} for matching destinations.
+    """
+
+    match: str
+    upstream: Any
+    _matcher: Callable[[Destination], bool] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_matcher", parseMatch(self.match))
+
+    def matches(self, destination: Destination) -> bool:
+        """Tell whether C{destination} goes to this rule's upstream."""
+        return self._matcher(destination)
+
+
+def parseMatch(text: str) -> Callable[[Destination], bool]:
+    """
+    Compile a route match (see the module docstring).
+
+    @return: a predicate on destinations.
+    @raise ValueError: a match that is none of the documented forms.
+    """
+    text = text.strip()
+    if not text:
+        raise ValueError("empty route match")
+    port: int | None = None
+    bracketed = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
+    if bracketed:
+        text, portText = bracketed.group(1), bracketed.group(2)
+        port = int(portText) if portText else None
+    elif text.count(":") == 1:
+        text, portText = text.split(":")
+        if not portText.isdigit():
+            raise ValueError(f"bad port {portText!r} in route match")
+        port = int(portText)
+    if port is not None and not 0 < port <= 0xFFFF:
+        raise ValueError(f"port {port} out of range in route match")
+    hostMatch = _hostMatcher(text)
+
+    def matches(destination: Destination) -> bool:
+        if port is not None and destination.port != port:
+            return False
+        return hostMatch(destination)
+
+    return matches
+
+
+def _hostMatcher(text: str) -> Callable[[Destination], bool]:
+    if text == "*":
+        return lambda destination: True
+    if any(c in text for c in "/:") or re.fullmatch(r"[0-9.]+", text):
+        try:
+            network = ip_network(text, strict=False)
+        except ValueError as error:
+            raise ValueError(f"bad network {text!r} in route match: {error}") from None
+        return lambda destination: (
+            not destination.isName and destination.host in network  # type: ignore[operator]
+        )
+    name = text.lower().rstrip(".")
+    if name.startswith("."):
+        suffix = name
+        bare = name[1:]
+        if not bare:
+            raise ValueError("route match '.' names no domain")
+
+        def underDomain(destination: Destination) -> bool:
+            if not destination.isName:
+                return False
+            host = destination.hostText().lower().rstrip(".")
+            return host == bare or host.endswith(suffix)
+
+        return underDomain
+
+    def sameName(destination: Destination) -> bool:
+        return destination.isName and destination.hostText().lower().rstrip(".") == name
+
+    return sameName
+
+
+@implementer(IUpstreamFactory)
+class RoutingUpstream:
+    """
+    Pick an upstream per destination: the first L{Route} that matches, else
+    the default.
+    """
+
+    def __init__(self, routes: Sequence[Route], default: IUpstreamFactory) -> None:
+        """
+        @param routes: the rules, first match wins.
+        @param default: the upstream of destinations no rule matches.
+        """
+        self.routes = tuple(routes)
+        self.default = default
+
+    def __repr__(self) -> str:
+        rules = ", ".join(f"{r.match}={r.upstream!r}" for r in self.routes)
+        return f"<RoutingUpstream [{rules}] default={self.default!r}>"
+
+    def upstreamFor(self, destination: Destination) -> IUpstreamFactory:
+        """The upstream C{destination} goes to."""
+        for route in self.routes:
+            if route.matches(destination):
+                return route.upstream
+        return self.default
+
+    def endpointFor(
+        self, destination: Destination, context: ConnectContext | None = None
+    ) -> IStreamClientEndpoint:
+        """
+        See L{IUpstreamFactory.endpointFor}; the endpoint carries the name
+        of the route's upstream (C{upstreamName}), for the log.
+        """
+        upstream = self.upstreamFor(destination)
+        endpoint = upstream.endpointFor(destination, context)
+        if getattr(endpoint, "upstreamName", None) is None:
+            name = getattr(upstream, "name", None)
+            if name is not None:
+                return NamedEndpoint(endpoint, name)
+        return endpoint
