@@ -65,7 +65,7 @@ HTTP_METHODS = (
     b"PATCH ",
     b"TRACE ",
 )
-#: The first bytes of L{HTTP_METHODS}, for the dispatcher's mapping.
+#: The first bytes of L{HTTP_METHODS}, for the factory's first-byte mapping.
 HTTP_FIRST_BYTES = frozenset(method[0] for method in HTTP_METHODS)
 #: How much of an HTTP request is read, at most, before answering.
 MAX_HTTP_REQUEST = 8192
@@ -457,7 +457,7 @@ class HttpHandshake:
             return self._fail(400, "Bad Request", str(error))
         self._destination = destination
         if not self._settings.requireAuth:
-            # As HttpConnectHandler: without an authenticator, credentials
+            # As before the redesign: without an authenticator, credentials
             # are not looked at, and do not isolate.
             self._stage = _Stage.READY
             return RequestReady(self._request(None))

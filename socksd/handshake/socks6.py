@@ -1,6 +1,6 @@
 """
 The server side of a SOCKS6 handshake (draft-olteanu-intarea-socks-6-11),
-without I/O: a port of L{socksd.server.socks6.Socks6Handler}'s handshake.
+without I/O.
 
 L{Socks6Handshake} feeds the client's bytes to a
 L{socks6.Socks6ServerCodec} and takes the request through:
@@ -284,8 +284,8 @@ class Socks6Handshake:
         """
         See L{ServerHandshake.reply}: an Operation Reply.  C{options} are
         the stack-option replies the command computed (see
-        L{socksd.server._socks6stack}); the old handler sent them only with
-        a bound address, so a caller refusing the request passes none.
+        L{socksd.server.socks6.stack}), sent only with a bound address: a
+        refusal passes none.
         For a BIND, a second Operation Reply may follow a successful first
         one.
         """

@@ -1,9 +1,8 @@
 """
-Limits on what clients may take: concurrent connections, bandwidth, and the
-check of resolved addresses against the rules.
+Limits on what clients may take: concurrent connections and bandwidth.
 
   - L{ConnectionLimits} counts connections in total, per client address and
-    per user; the dispatcher asks it to L{admit <ConnectionLimits.admit>}
+    per user; the connection asks it to L{admit <ConnectionLimits.admit>}
     each new connection and gets an L{Admission} to release when the
     connection is gone.
   - L{BandwidthLimits} hands out L{Throttle}s: shared debt-based token
@@ -12,9 +11,6 @@ check of resolved addresses against the rules.
     through; when a bucket is in debt the throttle pauses the source
     transport and resumes it once the debt is paid, so a limited tunnel
     slows down instead of buffering.
-  - L{checkResolved} resolves a destination name with the server's
-    resolver and asks the policy about every address, so that a name cannot
-    smuggle a denied address past the rules.
 """
 
 from __future__ import annotations
@@ -23,12 +19,8 @@ import math
 import weakref
 from typing import Any, Hashable
 
-from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
-from socksd.address import Destination, parseHost
-from socksd.errors import NotAllowed
-from socksd.interfaces import ConnectContext
 
 __all__ = [
     "ConnectionLimits",
@@ -36,8 +28,6 @@ __all__ = [
     "BandwidthLimits",
     "RateBucket",
     "Throttle",
-    "checkResolved",
-    "resolvesLocally",
     "clientKey",
     "userKey",
 ]
@@ -374,52 +364,3 @@ class BandwidthLimits:
 def _burstFor(rate: float) -> float:
     """A quarter of a second's worth of bytes, at least 4 KiB."""
     return max(4096.0, rate / 4)
-
-
-def resolvesLocally(upstream: Any) -> bool:
-    """
-    Does C{upstream} resolve destination names on this host (a
-    L{socksd.upstream.DirectUpstream})?  Only then does the server resolve
-    names itself to check them against the rules: resolving a name meant
-    for another proxy (Tor, say) would leak it to the local resolver.
-    """
-    from socksd.upstream.direct import DirectUpstream
-
-    return isinstance(upstream, DirectUpstream)
-
-
-def checkResolved(
-    policy: Any,
-    resolver: Any,
-    context: ConnectContext,
-    destination: Destination,
-) -> Deferred[None]:
-    """
-    Resolve a destination given by name with C{resolver}, and ask
-    C{policy.allowAddress} about every address it resolves to.
-
-    Every address must be allowed: a name with one denied address among
-    allowed ones is refused, since the connection could reach any of them.
-    A literal address (or a name that is an address literal) is not looked
-    up: the policy's C{routeFor} / C{allowRequest} already judged it; nor
-    is an onion name, which no resolver knows.
-
-    @return: a C{Deferred} firing with L{None} when the request may go on,
-        or failing with L{NotAllowed} (or the resolver's
-        L{socksd.errors.ResolveFailed}).
-    """
-    host = destination.host
-    if (
-        not isinstance(host, str)
-        or not isinstance(parseHost(host.strip()), str)
-        or host.rstrip(".").lower().endswith(".onion")
-    ):
-        return maybeDeferred(lambda: None)
-
-    def judge(addresses: list[Any]) -> None:
-        for address in addresses:
-            if not policy.allowAddress(context, address, destination.port):
-                raise NotAllowed(f"{host} resolves to {address}, which the rules refuse")
-
-    return maybeDeferred(resolver.resolve, host).addCallback(judge)
-

@@ -2,7 +2,7 @@
 Prometheus metrics for a socksd server.
 
 A L{Metrics} is given to a L{socksd.server.SocksServerFactory} (its
-C{metrics} attribute); the dispatcher tells it when a handshake completes,
+C{metrics} attribute); the connection tells it when a handshake completes,
 when a tunnel starts and when a connection ends.  L{metricsService} serves
 the metrics in Prometheus' text format over HTTP, at C{/metrics}, with
 C{prometheus_client}'s Twisted resource (install the C{metrics} extra:

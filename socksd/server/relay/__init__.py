@@ -81,7 +81,7 @@ def startRelay(
     @param clientEnded: the client already sent EOF.
     @param idleTimeout: see L{Relay}.
     @param noDelay: set C{TCP_NODELAY} on the destination's connection (the
-        client's is the dispatcher's business).
+        client's is the connection's business).
     @param record: the connection's log record; it learns the relay, for
         the byte counts.
     @param splice: use L{socksd.server.relay.splice.SpliceRelay}

@@ -49,8 +49,8 @@ def _ptrAddress(name: str) -> IPv4Address | IPv6Address | None:
 
 class DnsService:
     """
-    The handler of a connection serving DNS over TCP (a dispatcher
-    handler: see L{socksd.server.dispatch}).
+    The handler of a connection serving DNS over TCP (a connection
+    handler: see L{socksd.server.connection}).
     """
 
     def __init__(self, connection: Any) -> None:

@@ -57,7 +57,7 @@ class Session:
     @ivar requests: how many requests the session has served.
     @ivar listeners: the session's BIND listeners with a backlog, by the
         address and port they listen on
-        (L{socksd.server._socks6backlog.BacklogListener}).
+        (L{socksd.server.commands.bind.BacklogListener}).
     """
 
     __slots__ = (

@@ -30,7 +30,7 @@ each saying what was done, in the way its layout allows:
     availability byte);
   - Listen Backlog: echoed with backlog 0, "no backlog" in the draft's
     words; a BIND inside a session that honours it replaces the answer
-    with the backlog used (L{socksd.server._socks6backlog});
+    with the backlog used (L{socksd.server.commands.bind});
   - Port Parity: echoed with parity 0 (none) and reserve 0; a UDP
     ASSOCIATE that honours it replaces the answer with the parity done
     (L{socksd.server.socks6.udp});

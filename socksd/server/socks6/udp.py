@@ -203,7 +203,7 @@ class Socks6Association(DatagramProtocol):
         if reserved is not None:
             reserved.close()
 
-    # The TCP control connection (a dispatcher handler)
+    # The TCP control connection (its handler)
 
     def dataReceived(self, data: bytes) -> None:
         try:
