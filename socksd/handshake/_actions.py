@@ -195,6 +195,9 @@ class ServerHandshake(Protocol):
     version: int | None
     #: The reply profile the client negotiated so far.
     profile: ReplyProfile
+    #: The log names this handshake's replies with L{replyLabel} (HTTP's
+    #: statuses); when C{False} it names them by their code.
+    labelsReplies: bool
 
     def dataReceived(self, data: bytes) -> list[Action]:
         """Take bytes from the client; the first call has the first byte."""

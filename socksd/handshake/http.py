@@ -224,6 +224,8 @@ class HttpHandshake:
     """
 
     version = None
+    #: See L{ServerHandshake.labelsReplies}.
+    labelsReplies = True
     profile = ReplyProfile.SOCKS5
 
     __slots__ = (

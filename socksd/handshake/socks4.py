@@ -47,6 +47,8 @@ class Socks4Handshake:
     """
 
     version = 4
+    #: See L{ServerHandshake.labelsReplies}.
+    labelsReplies = False
     profile = ReplyProfile.SOCKS4
 
     __slots__ = ("protocol", "codec", "_settings", "_done", "_refused")

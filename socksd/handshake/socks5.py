@@ -140,6 +140,8 @@ class Socks5Handshake:
 
     protocol = "socks5"
     version = 5
+    #: See L{ServerHandshake.labelsReplies}.
+    labelsReplies = False
 
     __slots__ = (
         "profile",
@@ -273,7 +275,11 @@ class Socks5Handshake:
                 return actions
             data = b""
             for message in messages:
-                actions += self._received(message)
+                received = self._received(message)
+                if actions:
+                    actions += received
+                else:
+                    actions = received
                 if self._stage is _Stage.DONE or self._stage is _Stage.CHECKING:
                     return actions
             if not codec.buffered():

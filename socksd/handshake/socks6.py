@@ -118,6 +118,8 @@ class Socks6Handshake:
 
     protocol = "socks6"
     version = 6
+    #: See L{ServerHandshake.labelsReplies}.
+    labelsReplies = False
     profile = ReplyProfile.SOCKS6
 
     __slots__ = (

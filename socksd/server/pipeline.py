@@ -210,7 +210,9 @@ class Pipeline:
     ) -> bytes:
         """The handshake's reply bytes for C{code}; the record learns it."""
         handshake = self.handshake
-        self.connection.record.reply = handshake.replyLabel(code)
+        self.connection.record.reply = (
+            handshake.replyLabel(code) if handshake.labelsReplies else code
+        )
         return handshake.reply(code, bound, options)
 
     def refuse(self, error: BaseException | Failure, reason: str) -> None:

@@ -70,6 +70,8 @@ def checkInt(value: object, low: int, high: int, what: str) -> None:
     """
     @raise MalformedMessage: C{value} is not an int in C{[low, high]}.
     """
+    if type(value) is int and low <= value <= high:
+        return
     if not isinstance(value, int) or isinstance(value, bool):
         raise MalformedMessage(f"{what} must be an int, not {type(value).__name__}")
     if not low <= value <= high:
@@ -80,7 +82,8 @@ def checkByte(value: object, what: str) -> None:
     """
     @raise MalformedMessage: C{value} is not an int in C{[0, 255]}.
     """
-    checkInt(value, 0, 0xFF, what)
+    if type(value) is not int or not 0 <= value <= 0xFF:
+        checkInt(value, 0, 0xFF, what)
 
 
 def checkBytes(value: object, high: int, what: str, low: int = 0) -> None:

@@ -4,8 +4,8 @@ What the relays know about Twisted's transports beyond their interfaces.
 The relays and the connection look inside Twisted's plain TCP transports
 (C{tcp.Server}, C{tcp.Client}) and listening ports for speed: to send a
 reply at once rather than after a turn of the reactor (L{writeNow}), to
-take a socket over for splice(2) (L{takeBuffered}, L{socketOf},
-L{redirectEvents}, L{closeNow}), to accept one connection at a time
+take a socket over for splice(2) (L{takeBuffered}, L{TakenSocket},
+L{closeNow}), to accept one connection at a time
 (L{acceptOneAtATime}).  Those reads and writes of Twisted's private or
 undocumented attributes (C{_tempDataBuffer}, C{dataBuffer}, C{offset},
 C{_writeDisconnecting}, C{_writeDisconnected}, C{_shouldShutdown},
@@ -18,7 +18,7 @@ L{boundDestination}) live here too.
 from __future__ import annotations
 
 from ipaddress import IPv4Address, ip_address
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
@@ -35,9 +35,7 @@ __all__ = [
     "writeNow",
     "unregisterProducer",
     "takeBuffered",
-    "socketOf",
-    "redirectEvents",
-    "restoreEvents",
+    "TakenSocket",
     "closeNow",
     "stopAccepting",
     "acceptOneAtATime",
@@ -189,30 +187,6 @@ def takeBuffered(transport: Any) -> bytes:
     return bytes(pending)
 
 
-def socketOf(transport: Any) -> Any:
-    """The socket of plain TCP C{transport}."""
-    return transport.socket
-
-
-def redirectEvents(
-    transport: Any, doRead: Callable[[], Any], doWrite: Callable[[], Any]
-) -> None:
-    """
-    Have the reactor's readiness events for C{transport} call C{doRead} and
-    C{doWrite} instead of the transport's own (as Twisted's own
-    C{abortConnection} replaces them), so its registration serves another
-    owner with no change.
-    """
-    transport.doRead = doRead
-    transport.doWrite = doWrite
-
-
-def restoreEvents(transport: Any) -> None:
-    """Give C{transport} back its own C{doRead} and C{doWrite}."""
-    vars(transport).pop("doRead", None)
-    vars(transport).pop("doWrite", None)
-
-
 #: How L{closeNow} closes transports (one instance, as the reactor shares
 #: its own).
 _CLOSED = Failure(ConnectionDone("Connection done"))
@@ -228,6 +202,63 @@ def closeNow(transport: Any) -> None:
     if transport.connected and not transport.disconnected:
         transport._shouldShutdown = False
         transport.connectionLost(_CLOSED)
+
+
+class TakenSocket:
+    """
+    One socket of a L{SpliceRelay <socksd.server.relay.splice.SpliceRelay>}.
+    While the relay owns it, its
+    transport stays registered with the reactor, but the transport's
+    C{doRead} and C{doWrite} are the relay's: readable means the direction
+    this socket feeds may read; writable means the direction that drains
+    into it may write.
+
+    @ivar reading: the transport is registered for reading.
+    @ivar writing: the transport is registered for writing.
+    """
+
+    __slots__ = ("transport", "fd", "sock", "feeds", "drains", "reading", "writing")
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.sock = transport.socket
+        self.fd = transport.fileno()
+        self.feeds: Any = None
+        self.drains: Any = None
+        self.reading = False
+        self.writing = False
+
+    def takeOver(self, reactor: Any, read: bool) -> None:
+        """
+        Send the transport's reactor events to the relay: its C{doRead}
+        and C{doWrite} become the relay's (as Twisted's own
+        C{abortConnection} replaces them), so the registration it already
+        has serves the relay with no change.
+        """
+        transport = self.transport
+        transport.doRead = self.feeds.readable
+        transport.doWrite = self.drains.writable
+        reactor.removeWriter(transport)
+        if read:
+            reactor.addReader(transport)
+        else:
+            reactor.removeReader(transport)
+        self.reading = read
+        self.writing = False
+
+    def giveBack(self, reactor: Any) -> None:
+        """Unregister the transport, and give it back its own C{doRead}
+        and C{doWrite}."""
+        transport = self.transport
+        if self.reading:
+            self.reading = False
+            reactor.removeReader(transport)
+        if self.writing:
+            self.writing = False
+            reactor.removeWriter(transport)
+        state = vars(transport)
+        state.pop("doRead", None)
+        state.pop("doWrite", None)
 
 
 def stopAccepting(port: Any) -> None:

@@ -26,10 +26,10 @@ the pipe drained.  It keeps the ordinary relay's
     C{connectionLost} runs and the connection's log event is emitted.
   - Idle timeout: the same periodic check of the byte counters.
 
-Each socket gets one L{_SpliceSocket}.  The transports stay registered with
+Each socket gets one L{TakenSocket}.  The transports stay registered with
 the reactor as they were (so the takeover costs no registration change);
 their C{doRead} and C{doWrite} are pointed at the relay's directions
-(L{socksd.server.relay._transport.redirectEvents}), and
+(L{socksd.server.relay._transport.TakenSocket}), and
 the reactor's C{addReader}/C{addWriter} on the transports say which events
 the relay wants.  When both directions have ended, both transports are
 closed at once (C{connectionLost}, as the reactor would after
@@ -67,10 +67,8 @@ from twisted.python.failure import Failure
 from socksd.server.relay._transport import (
     closeNow,
     plainTcpOf,
-    redirectEvents,
-    restoreEvents,
+    TakenSocket,
     setNoDelay,
-    socketOf,
     takeBuffered,
 )
 from socksd.server.relay.stream import IdleWatch, _Holding
@@ -206,59 +204,6 @@ def announce(used: bool, why: str) -> None:
         log.info("tunnels use the ordinary relay: {why}", why=why)
 
 
-class _SpliceSocket:
-    """
-    One socket of a L{SpliceRelay}.  While the relay owns it, its
-    transport stays registered with the reactor, but the transport's
-    C{doRead} and C{doWrite} are the relay's: readable means the direction
-    this socket feeds may read; writable means the direction that drains
-    into it may write.
-
-    @ivar reading: the transport is registered for reading.
-    @ivar writing: the transport is registered for writing.
-    """
-
-    __slots__ = ("transport", "fd", "sock", "feeds", "drains", "reading", "writing")
-
-    def __init__(self, transport: Any) -> None:
-        self.transport = transport
-        self.sock = socketOf(transport)
-        self.fd = transport.fileno()
-        self.feeds: Any = None
-        self.drains: Any = None
-        self.reading = False
-        self.writing = False
-
-    def takeOver(self, reactor: Any, read: bool) -> None:
-        """
-        Send the transport's reactor events to the relay: its C{doRead}
-        and C{doWrite} become the relay's (as Twisted's own
-        C{abortConnection} replaces them), so the registration it already
-        has serves the relay with no change.
-        """
-        transport = self.transport
-        redirectEvents(transport, self.feeds.readable, self.drains.writable)
-        reactor.removeWriter(transport)
-        if read:
-            reactor.addReader(transport)
-        else:
-            reactor.removeReader(transport)
-        self.reading = read
-        self.writing = False
-
-    def giveBack(self, reactor: Any) -> None:
-        """Unregister the transport, and give it back its own C{doRead}
-        and C{doWrite}."""
-        transport = self.transport
-        if self.reading:
-            self.reading = False
-            reactor.removeReader(transport)
-        if self.writing:
-            self.writing = False
-            reactor.removeWriter(transport)
-        restoreEvents(transport)
-
-
 class _SpliceDirection:
     """
     One direction: bytes from C{source}'s socket to C{sink}'s, through a
@@ -285,7 +230,7 @@ class _SpliceDirection:
     )
 
     def __init__(
-        self, relay: SpliceRelay, source: _SpliceSocket, sink: _SpliceSocket
+        self, relay: SpliceRelay, source: TakenSocket, sink: TakenSocket
     ) -> None:
         self.relay = relay
         self.source = source
@@ -464,7 +409,7 @@ class _Watch:
 
     __slots__ = ("relay", "side")
 
-    def __init__(self, relay: SpliceRelay, side: _SpliceSocket) -> None:
+    def __init__(self, relay: SpliceRelay, side: TakenSocket) -> None:
         self.relay = relay
         self.side = side
 
@@ -528,8 +473,8 @@ class SpliceRelay(IdleWatch):
         self._idleCall: Any = None
         self._lastCount = -1
         self.closed = False
-        self._client = _SpliceSocket(clientTransport)
-        self._upstream = _SpliceSocket(upstreamTransport)
+        self._client = TakenSocket(clientTransport)
+        self._upstream = TakenSocket(upstreamTransport)
         self.up = _SpliceDirection(self, self._client, self._upstream)
         self.down = _SpliceDirection(self, self._upstream, self._client)
 
@@ -572,7 +517,7 @@ class SpliceRelay(IdleWatch):
 
     # The reactor registrations.
 
-    def _wantRead(self, side: _SpliceSocket, want: bool) -> None:
+    def _wantRead(self, side: TakenSocket, want: bool) -> None:
         if want and self.closed:
             return
         if want != side.reading:
@@ -585,7 +530,7 @@ class SpliceRelay(IdleWatch):
             except OSError:
                 pass
 
-    def _wantWrite(self, side: _SpliceSocket, want: bool) -> None:
+    def _wantWrite(self, side: TakenSocket, want: bool) -> None:
         if want and self.closed:
             return
         if want != side.writing:
@@ -642,7 +587,7 @@ class SpliceRelay(IdleWatch):
         for side in (self._client, self._upstream):
             closeNow(side.transport)
 
-    def _socketError(self, side: _SpliceSocket, error: OSError) -> None:
+    def _socketError(self, side: TakenSocket, error: OSError) -> None:
         """Reading or writing C{side}'s socket failed: the connection is
         gone; close the other one."""
         if self.closed:
@@ -652,7 +597,7 @@ class SpliceRelay(IdleWatch):
             self._record.setReason(f"{name} connection lost: {error.strerror}")
         self._teardown(side)
 
-    def _failed(self, side: _SpliceSocket, reason: Failure) -> None:
+    def _failed(self, side: TakenSocket, reason: Failure) -> None:
         if self.closed:
             return
         if not reason.check(ConnectionDone, ConnectionLost):
@@ -661,7 +606,7 @@ class SpliceRelay(IdleWatch):
             self._record.setReason(f"relay failed: {reason.getErrorMessage()}")
         self._teardown(side)
 
-    def _teardown(self, broken: _SpliceSocket) -> None:
+    def _teardown(self, broken: TakenSocket) -> None:
         """C{broken}'s connection failed: abort it; close the other after
         what can still be written to it now."""
         self.closed = True
@@ -681,14 +626,14 @@ class SpliceRelay(IdleWatch):
         broken.transport.abortConnection()
         other.transport.loseConnection()
 
-    def _hungUp(self, side: _SpliceSocket) -> None:
+    def _hungUp(self, side: TakenSocket) -> None:
         """The reactor unregistered C{side}'s reading at a hang-up."""
         side.reading = False
         direction = side.feeds
         if not self.closed and not direction.ended:
             direction.sourceEnded()
 
-    def _lost(self, side: _SpliceSocket, reason: Failure) -> None:
+    def _lost(self, side: TakenSocket, reason: Failure) -> None:
         """A transport's C{connectionLost} ran."""
         # The transport unregistered itself.
         side.reading = side.writing = False
@@ -706,7 +651,7 @@ class SpliceRelay(IdleWatch):
         other = self._upstream if side is self._client else self._client
         other.transport.loseConnection()
 
-    def _early(self, side: _SpliceSocket, data: bytes) -> None:
+    def _early(self, side: TakenSocket, data: bytes) -> None:
         """A transport delivered bytes after the takeover (cannot happen
         while it is not reading): pass them on in order."""
         direction = self.up if side is self._client else self.down
