@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-__all__ = ["Destination", "Host", "parseHost", "MAX_DOMAIN_LENGTH"]
+__all__ = ["Destination", "Host", "parseHost", "hostAddress", "MAX_DOMAIN_LENGTH"]
 
 #: The longest domain name any SOCKS version can carry (one length byte).
 MAX_DOMAIN_LENGTH = 255
@@ -30,6 +30,20 @@ def parseHost(text: str) -> Host:
         return ip_address(candidate)
     except ValueError:
         return text
+
+
+def hostAddress(host: object) -> IPv4Address | IPv6Address | None:
+    """
+    The IP address a socket's host text names (a scope such as C{%eth0}
+    dropped, an IPv4-mapped IPv6 address as its IPv4 one), or L{None} when
+    it is not an address literal (a UNIX socket's path, say).
+    """
+    try:
+        found = ip_address(str(host).partition("%")[0])
+    except ValueError:
+        return None
+    mapped = getattr(found, "ipv4_mapped", None)
+    return mapped if mapped is not None else found
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from socksd.address import Destination
+from socksd.address import Destination, hostAddress
 from socksd.errors import ConnectTimeout, NotAllowed
 from socksd.interfaces import Decision
 from socksd.server.commands._base import Command
@@ -83,16 +83,6 @@ def bindHost(pipeline: Any) -> str | None:
         )
         return None
     return str(host)
-
-
-def _peerAddress(address: Any) -> Any:
-    """The IP address of a Twisted C{IAddress}, or L{None}."""
-    try:
-        found = ip_address(str(getattr(address, "host", "")).partition("%")[0])
-    except ValueError:
-        return None
-    mapped = getattr(found, "ipv4_mapped", None)
-    return mapped if mapped is not None else found
 
 
 def _requestedBacklog(request: Any) -> int:
@@ -306,7 +296,7 @@ class Bind(Command):
         """A connection arrived on the BIND port: see the module docstring."""
         if self.finished:
             return None
-        peer = _peerAddress(addr)
+        peer = hostAddress(getattr(addr, "host", ""))
         if self.expected is not None and peer not in self.expected:
             log.warn(
                 "BIND from {client}: refused a connection from {peer}, "

@@ -27,7 +27,7 @@ Datagrams on the association's socket:
 from __future__ import annotations
 
 from collections import OrderedDict
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from twisted.internet.defer import maybeDeferred
@@ -35,7 +35,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from socksd.address import Destination
+from socksd.address import Destination, hostAddress
 from socksd.errors import MalformedMessage, NotAllowed
 from socksd.interfaces import ALLOW, Decision
 from socksd.resolve import CachingResolver
@@ -82,16 +82,6 @@ _ANY = Destination(IPv4Address(0), 0)
 _FAILED = Decision(False, "the policy failed to decide")
 
 
-def _ip(host: Any) -> IPv4Address | IPv6Address | None:
-    """An address literal as an address (IPv4-mapped IPv6 as IPv4), or L{None}."""
-    try:
-        found = ip_address(str(host).partition("%")[0])
-    except ValueError:
-        return None
-    mapped = getattr(found, "ipv4_mapped", None)
-    return mapped if mapped is not None else found
-
-
 class Socks5UdpAssociate(Command):
     """
     SOCKS5's UDP ASSOCIATE: see the module docstring.
@@ -112,8 +102,8 @@ class Socks5UdpAssociate(Command):
         factory = pipeline.factory
         transport = connection.transport
         host = getattr(transport.getHost(), "host", None)
-        clientHost = _ip(getattr(transport.getPeer(), "host", None))
-        if _ip(host) is None or clientHost is None:
+        clientHost = hostAddress(getattr(transport.getPeer(), "host", None))
+        if hostAddress(host) is None or clientHost is None:
             pipeline.refuse(
                 NotAllowed("UDP ASSOCIATE needs an IP connection"),
                 "UDP ASSOCIATE refused: the client did not come in over IP",
@@ -243,7 +233,7 @@ class UdpAssociation(DatagramProtocol):
         if self._stopped:
             return
         try:
-            host, port = _ip(addr[0]), addr[1]
+            host, port = hostAddress(addr[0]), addr[1]
             if host == self.clientHost and port == self.clientPort:
                 self._fromClient(data, addr)
             elif (host, port) in self._remotes:
@@ -348,7 +338,7 @@ class UdpAssociation(DatagramProtocol):
             if not decision.allowed:
                 self._drop(f"resolved address {address} refused by policy")
                 return
-        address = _ip(address)
+        address = hostAddress(address)
         if address is None or port == 0:
             self._drop("destination port 0 or bad address")
             return
@@ -400,8 +390,8 @@ class Socks6UdpAssociate(Command):
             stackOptions, None, request.destination, factory.upstream
         )
         host = getattr(connection.transport.getHost(), "host", None)
-        clientHost = _ip(getattr(connection.transport.getPeer(), "host", None))
-        if _ip(host) is None or clientHost is None:
+        clientHost = hostAddress(getattr(connection.transport.getPeer(), "host", None))
+        if hostAddress(host) is None or clientHost is None:
             pipeline.refuse(
                 NotAllowed("UDP ASSOCIATE needs an IP connection"),
                 "UDP ASSOCIATE refused: the client did not come in over IP",

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import secrets
 import socket
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from twisted.internet.defer import maybeDeferred
@@ -48,7 +48,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from socksd.address import Destination
+from socksd.address import Destination, hostAddress
 from socksd.errors import MalformedMessage
 from socksd.wire.socks6 import (
     Parity,
@@ -66,15 +66,6 @@ log = Logger()
 
 _TCP = "tcp"
 _UDP = "udp"
-
-
-def _ip(host: Any) -> IPv4Address | IPv6Address | None:
-    try:
-        found = ip_address(str(host).partition("%")[0])
-    except ValueError:
-        return None
-    mapped = getattr(found, "ipv4_mapped", None)
-    return mapped if mapped is not None else found
 
 
 def listenWithParity(
@@ -229,7 +220,7 @@ class Socks6Association(DatagramProtocol):
         if self._stopped:
             return
         host, port = addr[0], addr[1]
-        sender = _ip(host)
+        sender = hostAddress(host)
         # The client's datagrams: from its host before the mapping, from
         # its address once mapped to UDP; once mapped to TCP, none come
         # over UDP (so a destination on the client's own host works).
@@ -261,7 +252,7 @@ class Socks6Association(DatagramProtocol):
         """
         if self._stopped or not self.reportErrors:
             return
-        destination = _ip(address[0])
+        destination = hostAddress(address[0])
         if destination is None or (destination, address[1]) not in self._remotes:
             return
         self._toClient(

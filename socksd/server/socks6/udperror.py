@@ -30,7 +30,7 @@ import errno
 import socket
 import struct
 import sys
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from twisted.internet import udp
@@ -341,13 +341,3 @@ def adoptReportingErrors(reactor: Any, fileno: int, family: int, protocol: Any) 
         port.enableErrors()
         return port
     return reactor.adoptDatagramPort(fileno, family, protocol)
-
-
-def ipOf(host: str) -> IPv4Address | IPv6Address | None:
-    """The IP address in C{host}, IPv4-mapped ones unmapped, or L{None}."""
-    try:
-        found = ip_address(host.partition("%")[0])
-    except ValueError:
-        return None
-    mapped = getattr(found, "ipv4_mapped", None)
-    return mapped if mapped is not None else found
