@@ -13,7 +13,12 @@ actions, in order, for the connection to carry out:
   - L{RequestReady}: the request is in (authenticated where needed); the
     connection's pipeline serves it and answers with
     L{ServerHandshake.reply};
-  - L{Refuse}: write these last bytes (maybe none), then close.
+  - L{Refuse}: write these last bytes (maybe none), then close;
+  - L{AcceptContext}: (RFC 1961, SOCKS5 method 01) step the server's
+    GSS-API context with the client's token; the connection does it off
+    the reactor thread (the GSS-API library reads the keytab and the
+    replay cache) and answers with L{ServerHandshake.contextStep} or
+    L{ServerHandshake.contextFailed}, which return more actions.
 
 Nothing here imports Twisted: the handshakes are tested with hex vectors fed
 at every split, like the codecs.
@@ -34,6 +39,7 @@ __all__ = [
     "CheckCredentials",
     "RequestReady",
     "Refuse",
+    "AcceptContext",
     "Action",
     "Request",
     "HandshakeSettings",
@@ -113,6 +119,13 @@ class HandshakeSettings:
         C{SOCKS5_EXTENDED} profile).
     @ivar httpConnect: serve HTTP CONNECT; else every HTTP request gets the
         "this is a SOCKS proxy" page.
+    @ivar gssapiLevels: the RFC 1961 protection levels the server accepts
+        (L{socksd.wire.gssapi} C{LEVEL_*}); SOCKS5 method 01 is offered
+        only when there is one.
+    @ivar passwords: with C{requireAuth}, usernames and passwords are
+        checked (there is an authenticator); C{False} when only GSS-API
+        authenticates, so that methods 02 and 0x97 are not offered and
+        credentials sent to SOCKS6 or HTTP CONNECT are refused.
     """
 
     requireAuth: bool = False
@@ -120,6 +133,8 @@ class HandshakeSettings:
     socks4WithAuth: bool = False
     extendedErrors: bool = False
     httpConnect: bool = False
+    gssapiLevels: frozenset[int] = frozenset()
+    passwords: bool = True
     #: The profile of a SOCKS5 client that did not offer method 0x97
     #: (derived from L{extendedErrors}).
     socks5Profile: ReplyProfile = field(init=False, repr=False, compare=False)
@@ -178,7 +193,20 @@ class Refuse:
     request: Request | None = None
 
 
-Action = Union[Send, CheckCredentials, RequestReady, Refuse]
+@dataclass(frozen=True, slots=True)
+class AcceptContext:
+    """
+    Step the server's GSS-API security context (RFC 1961) with C{token},
+    the client's context establishment token, then call the handshake's
+    C{contextStep(outputToken, complete, user, protection)} or
+    C{contextFailed(reason)}.  Only a server with GSS-API configured
+    (L{HandshakeSettings.gssapiLevels}) is given one.
+    """
+
+    token: bytes
+
+
+Action = Union[Send, CheckCredentials, RequestReady, Refuse, AcceptContext]
 
 
 class ServerHandshake(Protocol):
@@ -207,6 +235,10 @@ class ServerHandshake(Protocol):
 
     def credentialsRefused(self) -> list[Action]:
         """The credentials of the last L{CheckCredentials} are not."""
+
+    # Only a handshake that returns L{AcceptContext} (SOCKS5 with GSS-API)
+    # has contextStep(outputToken, complete, user, protection) and
+    # contextFailed(reason); see L{socksd.handshake.socks5}.
 
     def clientEnded(self) -> list[Action]:
         """

@@ -37,6 +37,7 @@ from zope.interface import implementer
 
 from socksd.errors import AuthenticationFailed
 from socksd.handshake import (
+    AcceptContext,
     CheckCredentials,
     Refuse,
     RequestReady,
@@ -147,6 +148,7 @@ class SocksConnection:
         "_checking",
         "_ended",
         "_fed",
+        "_gss",
     )
 
     def __init__(self, factory: Any) -> None:
@@ -167,6 +169,8 @@ class SocksConnection:
         #: Bytes fed to the handshake so far: only past the bound can it
         #: hold too many.
         self._fed = 0
+        #: The GSS-API acceptor context (RFC 1961), once method 01 runs.
+        self._gss: Any = None
 
     # IProtocol and IHalfCloseableProtocol
 
@@ -264,12 +268,19 @@ class SocksConnection:
             record.emit(self.factory.reactor.seconds())
         except Exception:
             log.failure("logging a connection failed")
-        metrics = self.factory.metrics
+        factory = self.factory
+        metrics = factory.metrics
         if metrics is not None:
             try:
                 metrics.connectionClosed(record)
             except Exception:
                 log.failure("counting a connection failed")
+        accounting = factory.accounting
+        if accounting is not None and record.relay is not None:
+            try:
+                accounting.connectionClosed(record, factory.reactor.seconds())
+            except Exception:
+                log.failure("accounting a connection's end failed")
 
     # For handlers
 
@@ -423,6 +434,8 @@ class SocksConnection:
                 self._refuse(action)
             elif kind is CheckCredentials:
                 self._check(action)
+            elif kind is AcceptContext:
+                self._acceptContext(action)
             else:
                 raise TypeError(f"not a handshake action: {action!r}")
 
@@ -447,12 +460,33 @@ class SocksConnection:
         self.finish(refusal.reason, refusal.data)
 
     def _check(self, action: CheckCredentials) -> None:
+        factory = self.factory
+        client = self.record.client
+        authenticator = factory.authenticator
+        throttle = factory.throttle
+        if throttle is not None and not throttle.allowed(client):
+            # Locked out: refused without asking the checkers.
+            checking: Deferred[Any] = Deferred()
+            self._checking = checking
+            checking.addCallbacks(self._checked, self._refused)
+            checking.addErrback(self._checkBug)
+            self.record.setReason("login throttled")
+            checking.errback(AuthenticationFailed("login throttled"))
+            return
+        if authenticator is None:
+            # Only GSS-API authenticates here: credentials cannot be checked.
+            checking = Deferred()
+            checking.addCallbacks(self._checked, self._refused)
+            checking.addErrback(self._checkBug)
+            checking.errback(AuthenticationFailed("no password authentication"))
+            return
         checking = maybeDeferred(
-            self.factory.authenticator.authenticate,
-            action.username,
-            action.password,
-            self.record.client,
+            authenticator.authenticate, action.username, action.password, client
         )
+        if throttle is not None:
+            checking.addCallbacks(
+                throttle.succeededFor(client), throttle.failedFor(client)
+            )
         self._checking = checking
         checking.addCallbacks(self._checked, self._refused)
         checking.addErrback(self._checkBug)
@@ -476,6 +510,59 @@ class SocksConnection:
 
     def _checkBug(self, failure: Failure) -> None:
         self.bug("handling the result of an authentication failed", failure)
+
+    def _acceptContext(self, action: AcceptContext) -> None:
+        """
+        Step the GSS-API acceptor context off the reactor thread (it reads
+        the keytab and the replay cache), then answer the handshake.
+        """
+        from twisted.internet.threads import deferToThreadPool
+
+        acceptor = self.factory.gssapi
+        if acceptor is None:
+            self.carryOut(self.handshake.contextFailed("GSS-API is not configured"))
+            return
+        if self._gss is None:
+            self._gss = acceptor.newContext()
+        context = self._gss
+        reactor = self.factory.reactor
+        stepping = deferToThreadPool(
+            reactor, reactor.getThreadPool(), context.step, action.token
+        )
+        self._checking = stepping
+        stepping.addCallbacks(self._contextStepped, self._contextRefused)
+        stepping.addErrback(self._checkBug)
+
+    def _contextStepped(self, result: tuple[bytes, bool]) -> None:
+        self._checking = None
+        if not self.open:
+            return
+        output, complete = result
+        user = protection = None
+        if complete:
+            from socksd.auth import SocksUser
+
+            context = self._gss
+            user = SocksUser(context.principal)
+            protection = context.protection()
+            self.record.user = user
+        self.carryOut(self.handshake.contextStep(output, complete, user, protection))
+
+    def _contextRefused(self, failure: Failure) -> None:
+        self._checking = None
+        if not self.open:
+            return
+        from socksd.gssapi import GssapiError
+
+        if not failure.check(GssapiError):
+            log.failure("a GSS-API context step failed", failure)
+        reason = failure.getErrorMessage()
+        log.warn(
+            "GSS-API authentication failed from {client}: {reason}",
+            client=self.record.client,
+            reason=reason,
+        )
+        self.carryOut(self.handshake.contextFailed(reason))
 
     def _negotiationLost(self) -> None:
         """The client left before its first byte, or during its handshake."""

@@ -76,10 +76,21 @@ def HTTP(connection: SocksConnection) -> None:
     connection.negotiate(HttpHandshake(connection.factory.handshakeSettings, local))
 
 
-def handshakeSettings(config: ServerConfig, requireAuth: bool) -> HandshakeSettings:
-    """The L{HandshakeSettings} of a server with C{config}."""
+def handshakeSettings(
+    config: ServerConfig, requireAuth: bool, gssapiLevels: frozenset[int] = frozenset()
+) -> HandshakeSettings:
+    """
+    The L{HandshakeSettings} of a server with C{config}.
+
+    @param requireAuth: the server has an authenticator.
+    @param gssapiLevels: the GSS-API protection levels it accepts (none:
+        no GSS-API); with some, clients must authenticate even without an
+        authenticator.
+    """
     return HandshakeSettings(
-        requireAuth=requireAuth,
+        gssapiLevels=frozenset(gssapiLevels),
+        passwords=requireAuth,
+        requireAuth=requireAuth or bool(gssapiLevels),
         preferNoAuth=config.preferNoAuth,
         socks4WithAuth=config.socks4WithAuth,
         extendedErrors=config.extendedErrors,
@@ -122,9 +133,28 @@ class _AuthenticatorSlot:
 
     def __set__(self, factory: Any, authenticator: Any) -> None:
         factory.__dict__["authenticator"] = authenticator
-        factory.handshakeSettings = handshakeSettings(
-            factory.config, authenticator is not None
-        )
+        _updateSettings(factory)
+
+
+class _GssapiSlot:
+    """
+    The factory's C{gssapi}: setting it (a L{socksd.gssapi.GssapiAcceptor},
+    or L{None}) updates the factory's C{handshakeSettings}, so that SOCKS5
+    method 01 is offered.  Reading it is reading the instance's attribute.
+    """
+
+    def __set__(self, factory: Any, acceptor: Any) -> None:
+        factory.__dict__["gssapi"] = acceptor
+        _updateSettings(factory)
+
+
+def _updateSettings(factory: Any) -> None:
+    acceptor = factory.__dict__.get("gssapi")
+    factory.handshakeSettings = handshakeSettings(
+        factory.config,
+        factory.__dict__.get("authenticator") is not None,
+        acceptor.levels if acceptor is not None else frozenset(),
+    )
 
 
 class SocksServerFactory(Factory):
@@ -150,6 +180,13 @@ class SocksServerFactory(Factory):
         bandwidth applies either way.
     @ivar metrics: a L{socksd.service.metrics.Metrics} told of every connection,
         or L{None}.
+    @ivar gssapi: the L{socksd.gssapi.GssapiAcceptor} that serves SOCKS5
+        method 01 (RFC 1961), or L{None}.
+    @ivar throttle: the L{socksd.throttle.LoginThrottle} in front of every
+        password check, or L{None}.
+    @ivar accounting: an L{socksd.interfaces.IAccounting} told when each
+        tunnel opens and when its connection closes (RADIUS accounting),
+        or L{None}.
     @ivar outgoingAddress: the local C{(host, port)} connections to
         destinations leave from (the connect context's C{bindAddress}; a
         rule's C{bind-address} overrides it), or L{None}.
@@ -170,10 +207,13 @@ class SocksServerFactory(Factory):
     limits: Any = None
     bandwidth: Any = None
     metrics: Any = None
+    throttle: Any = None
+    accounting: Any = None
     outgoingAddress: Any = None
     socks6Sessions: Any = None
     policy = _PolicySlot()
     authenticator = _AuthenticatorSlot()
+    gssapi = _GssapiSlot()
 
     def __init__(
         self,
@@ -218,6 +258,7 @@ class SocksServerFactory(Factory):
         self.upstream = upstream
         self.resolver = resolver
         self.policy = policy
+        self.__dict__["gssapi"] = None
         self.authenticator = authenticator
         self.handlers: dict[int, Callable[..., Any]] = (
             dict(handlers) if handlers is not None else defaultHandlers(self.config)

@@ -353,10 +353,17 @@ class Pipeline:
             noDelay=config.tcpNoDelay,
             record=record,
             splice=splice and config.splice and limits is None,
+            gssapi=getattr(self.handshake, "gssapi", None),
         )
         metrics = factory.metrics
         if metrics is not None:
             metrics.tunnelOpened(record)
+        accounting = factory.accounting
+        if accounting is not None:
+            try:
+                accounting.tunnelOpened(record)
+            except Exception:
+                log.failure("accounting a tunnel's start failed")
         if limits is not None:
             limits.throttle(relay, record.client, record.user, bandwidth)
         return relay

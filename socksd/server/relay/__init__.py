@@ -11,6 +11,9 @@ allow it, else with the ordinary one.
     the idle timeout both relays share (L{IdleWatch});
   - L{socksd.server.relay.splice}: the splice(2) relay for plain TCP
     sockets on Linux, and its pipe pool;
+  - L{socksd.server.relay.gssapi}: the framing relay of tunnels whose
+    client agreed GSS-API integrity or confidentiality (RFC 1961), which
+    splice(2) cannot serve;
   - L{socksd.server.relay._transport}: what the relays and the connection
     read of Twisted's transports beyond their interfaces (L{writeNow},
     L{openPlainTcp} ...), in one place.
@@ -19,6 +22,8 @@ allow it, else with the ordinary one.
 from __future__ import annotations
 
 from typing import Any
+
+from twisted.logger import Logger
 
 from socksd.server.relay import splice as splicing
 from socksd.server.relay._transport import (
@@ -53,6 +58,11 @@ __all__ = [
     "writeNow",
 ]
 
+log = Logger()
+
+#: The log said once that GSS-API tunnels are not spliced.
+_saidNoSplice = False
+
 
 def startRelay(
     client: Any,
@@ -64,6 +74,7 @@ def startRelay(
     noDelay: bool = True,
     record: Any = None,
     splice: bool = False,
+    gssapi: Any = None,
 ) -> Any:
     """
     Join C{client} and C{upstream} (see L{socksd.server.relay.stream}).
@@ -86,9 +97,23 @@ def startRelay(
         the byte counts.
     @param splice: use L{socksd.server.relay.splice.SpliceRelay}
         (zero-copy) when both transports allow it.
+    @param gssapi: the handshake's
+        L{socksd.handshake.socks5.GssapiTunnel} when the client agreed
+        GSS-API integrity or confidentiality: the framing relay
+        (L{socksd.server.relay.gssapi.GssapiRelay}) serves the tunnel, never
+        splice(2) (the log says so once).
     @return: the running relay: a L{Relay}, or with C{splice} possibly a
         L{socksd.server.relay.splice.SpliceRelay} (which has no throttles).
     """
+    if gssapi is not None:
+        global _saidNoSplice
+        if splice and not _saidNoSplice:
+            _saidNoSplice = True
+            log.info(
+                "GSS-API protected tunnels are relayed by the framing relay,"
+                " not splice(2): every byte is wrapped or unwrapped"
+            )
+        splice = False
     if splice:
         spliced = splicing.trySplice(
             client,
@@ -104,7 +129,18 @@ def startRelay(
             return spliced
     clientTransport = client.transport
     upstreamTransport = upstream.transport
-    relay = Relay(clientTransport, upstreamTransport, reactor, idleTimeout, record)
+    if gssapi is not None:
+        from socksd.server.relay.gssapi import GssapiRelay
+
+        relay: Any = GssapiRelay(
+            clientTransport, upstreamTransport, reactor, gssapi, idleTimeout, record
+        )
+        if gssapi.early:
+            early, gssapi.early = gssapi.early, b""
+            relay.up.count += len(early)
+            upstreamTransport.write(early)
+    else:
+        relay = Relay(clientTransport, upstreamTransport, reactor, idleTimeout, record)
     if record is not None:
         record.relay = relay
     if noDelay:
