@@ -44,6 +44,41 @@ def _applyLimits(options: Options, factory, reactor) -> None:
         factory.outgoingAddress = (options["outgoing-address"], 0)
 
 
+def _applyEnterpriseAuth(options: Options, factory: Any, reactor: Any) -> None:
+    """
+    Give C{factory} what docs/auth.rst describes: the GSS-API acceptor
+    (C{--gssapi-keytab}), the login throttle (C{--login-throttle}) and
+    RADIUS accounting (C{--radius-accounting}); the metrics, when
+    C{--metrics} made them, count the throttle's locks.
+    """
+    if options.get("gssapi-keytab"):
+        from socksd.gssapi import GssapiAcceptor
+
+        factory.gssapi = GssapiAcceptor(
+            options["gssapi-keytab"], options["gssapi-service"], options["gssapiLevels"]
+        )
+    throttle = options.get("throttle")
+    if throttle is not None:
+        from socksd.throttle import LoginThrottle
+
+        failures, period = throttle
+
+        def locked(address: str) -> None:
+            metrics = factory.metrics
+            if metrics is not None and hasattr(metrics, "loginLocked"):
+                metrics.loginLocked(address)
+
+        factory.throttle = LoginThrottle(reactor, failures, period, onLock=locked)
+    if options.get("radiusAccounting") is not None:
+        from socksd.checkers.radius import RadiusAccounting, RadiusClient
+
+        factory.accounting = RadiusAccounting(
+            RadiusClient(reactor, options["radiusAccounting"]),
+            reactor,
+            interim=options["radius-interim"] or None,
+        )
+
+
 def makeService(options: Options) -> service.IService:
     """
     Build the socksd service: one listening port per C{--listen}.
@@ -102,6 +137,7 @@ def makeService(options: Options) -> service.IService:
         config=config,
     )
     _applyLimits(options, factory, reactor)
+    _applyEnterpriseAuth(options, factory, reactor)
     # Twisted's listen backlog is 50 unless the description says backlog=.
     options["listen"] = [withBacklog(d) for d in options["listen"]]
     top = service.MultiService()

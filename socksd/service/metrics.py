@@ -45,8 +45,10 @@ def refusalKind(reason: str | None) -> str:
         return "timeout"
     if "malformed" in reason or "unknown first byte" in reason:
         return "malformed"
-    if reason.startswith("authentication failed"):
+    if reason.startswith("authentication failed") or reason.startswith("GSS-API"):
         return "auth"
+    if reason.startswith("login throttled"):
+        return "throttled"
     return "other"
 
 
@@ -92,6 +94,15 @@ class Metrics:
         self.authFailures = Counter(
             "socksd_auth_failures", "Failed logins.", registry=self.registry
         )
+        self.loginLocks = Counter(
+            "socksd_login_locks",
+            "Client addresses locked out by the login throttle.",
+            registry=self.registry,
+        )
+
+    def loginLocked(self, address: str) -> None:
+        """The login throttle locked C{address} out."""
+        self.loginLocks.inc()
 
     def handshakeDone(self, seconds: float) -> None:
         """A client's request is complete, C{seconds} after it connected."""

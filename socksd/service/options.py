@@ -161,6 +161,22 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["metrics", None, None, "A server endpoint description for "
          "Prometheus metrics over HTTP (/metrics), e.g. "
          "tcp:9180:interface=127.0.0.1; see docs/security.rst."],
+        # Enterprise authentication (docs/auth.rst).
+        ["gssapi-keytab", None, None, "Serve SOCKS5 GSS-API (method 01, RFC "
+         "1961) with the keys of this keytab (needs socksd[gssapi])."],
+        ["gssapi-service", None, "rcmd", "The GSS-API service name: clients "
+         "ask for SERVICE/HOST (HOST: the name they connect to)."],
+        ["gssapi-protection", None, "integrity,confidentiality", "The GSS-API "
+         "protection levels accepted: integrity, confidentiality, and clear "
+         "(no per-message protection: opt-in, for curl)."],
+        ["login-throttle", None, "10/60", "FAILURES/SECONDS: after that many "
+         "failed logins from one address within SECONDS, refuse its logins "
+         "for a growing period; off: no throttle."],
+        ["radius-accounting", None, None, "RADIUS accounting: "
+         "server=HOST[,HOST...]:secret-file=PATH[:port=1813][:timeout=S]"
+         "[:retries=N][:nas-id=NAME] (Start, Interim-Update, Stop)."],
+        ["radius-interim", None, 0.0, "Seconds between RADIUS "
+         "Interim-Update records (0: none).", float],
     ]
 
     compData = usage.Completions(
@@ -281,6 +297,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 )
             limited = (
                 self.get("credCheckers")
+                or self["gssapi-keytab"]
                 or self["allowClients"]
                 or self["rules"]
             )
@@ -288,6 +305,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 raise usage.UsageError(_OPEN_PROXY.format(listen=description))
         self["policy"] = self._buildPolicy()
         self._checkLimits()
+        self._checkEnterprise()
         from twisted.internet.testing import MemoryReactor
 
         from socksd.upstream.spec import upstreamFromOptions
@@ -324,6 +342,41 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                     f"--outgoing-address {self['outgoing-address']!r} "
                     "is not an IP address"
                 )
+
+    def _checkEnterprise(self) -> None:
+        """Check the GSS-API, throttle and RADIUS accounting options."""
+        from socksd.gssapi import gssapiMissing, parseLevels
+        from socksd.throttle import parseThrottle
+
+        try:
+            self["gssapiLevels"] = parseLevels(self["gssapi-protection"])
+        except ValueError as error:
+            raise usage.UsageError(f"--gssapi-protection: {error}")
+        if self["gssapi-keytab"] is not None:
+            missing = gssapiMissing()
+            if missing:
+                raise usage.UsageError(f"--gssapi-keytab: {missing}")
+            import os
+
+            if not os.access(self["gssapi-keytab"], os.R_OK):
+                raise usage.UsageError(
+                    f"--gssapi-keytab {self['gssapi-keytab']!r} cannot be read"
+                )
+        try:
+            self["throttle"] = parseThrottle(self["login-throttle"])
+        except ValueError as error:
+            raise usage.UsageError(f"--login-throttle: {error}")
+        if self["radius-interim"] < 0:
+            raise usage.UsageError("--radius-interim cannot be negative")
+        if self["radius-accounting"] is not None:
+            from socksd.checkers.radius import RadiusError, radiusSettings
+
+            try:
+                self["radiusAccounting"] = radiusSettings(
+                    self["radius-accounting"], defaultPort=1813
+                )
+            except (RadiusError, ValueError, OSError) as error:
+                raise usage.UsageError(f"--radius-accounting: {error}")
 
     def _buildPolicy(self):
         """
