@@ -323,3 +323,221 @@ class _OneFactory:
 
     def doStop(self):
         pass
+
+
+class _Timed(Protocol):
+    """Reads what comes; after C{delay} seconds writes C{size} bytes and closes."""
+
+    def __init__(self, size: int, delay: float) -> None:
+        self.size = size
+        self.delay = delay
+        self.received = 0
+
+    def connectionMade(self) -> None:
+        reactor.callLater(self.delay, self._answer)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+
+    def _answer(self) -> None:
+        self.transport.write(b"x" * self.size)
+        self.transport.loseConnection()
+
+
+class _Sender(Protocol):
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.done: Deferred[bytes] = Deferred()
+        self.data = bytearray()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.payload)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason) -> None:
+        self.done.callback(bytes(self.data))
+
+
+SECRET = "socksd-radius-secret"
+
+
+class FreeRadius:
+    """FreeRADIUS with a config dir of the test's, on free ports."""
+
+    def __init__(self, testCase) -> None:
+        binary = requireTool("freeradius")
+        source = Path("/etc/freeradius/3.0")
+        if not source.is_dir():
+            raise SkipTest("no /etc/freeradius/3.0 to start from")
+        top = Path(testCase.mktemp()).absolute()
+        top.mkdir()
+        raddb = top / "raddb"
+        shutil.copytree(source, raddb, symlinks=False)
+        self.dir = top
+        self.authPort = freePort(socket.SOCK_DGRAM)
+        self.acctPort = freePort(socket.SOCK_DGRAM)
+        conf = (raddb / "radiusd.conf").read_text()
+        conf = re.sub(r"(?m)^logdir = .*$", f"logdir = {top}", conf)
+        conf = re.sub(r"(?m)^run_dir = .*$", f"run_dir = {top}", conf)
+        conf = re.sub(r"(?m)^(\s*)(user|group) = freerad$", r"\1#\2 = freerad", conf)
+        (raddb / "radiusd.conf").write_text(conf)
+        for name in ("mods-enabled/eap", "sites-enabled/inner-tunnel", "sites-enabled/default"):
+            path = raddb / name
+            if path.exists():
+                path.unlink()
+        (raddb / "sites-enabled" / "socksd").write_text(
+            f"""server default {{
+listen {{
+    type = auth
+    ipaddr = 127.0.0.1
+    port = {self.authPort}
+}}
+listen {{
+    type = acct
+    ipaddr = 127.0.0.1
+    port = {self.acctPort}
+}}
+authorize {{
+    files
+    pap
+}}
+authenticate {{
+    Auth-Type PAP {{
+        pap
+    }}
+}}
+accounting {{
+    detail
+}}
+}}
+"""
+        )
+        (raddb / "clients.conf").write_text(
+            f"""client socksd {{
+    ipaddr = 127.0.0.1
+    secret = {SECRET}
+    require_message_authenticator = yes
+}}
+"""
+        )
+        users = raddb / "mods-config" / "files" / "authorize"
+        users.write_text('alice Cleartext-Password := "alice-secret"\n')
+        self.secretFile = top / "secret"
+        self.secretFile.write_text(SECRET + "\n")
+        self.log = top / "radiusd.out"
+        out = open(self.log, "wb")
+        testCase.addCleanup(out.close)
+        process = subprocess.Popen(
+            [binary, "-X", "-d", str(raddb)], stdout=out, stderr=subprocess.STDOUT
+        )
+
+        def stop() -> None:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(10)
+
+        testCase.addCleanup(stop)
+        deadline = time.monotonic() + 20
+        while b"Ready to process requests" not in self.log.read_bytes():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    "FreeRADIUS did not start:\n" + self.log.read_text()[-3000:]
+                )
+            time.sleep(0.1)
+
+    def settings(self, port: int) -> str:
+        return f"server=127.0.0.1:port={port}:secret-file={self.secretFile}:timeout=1:retries=2"
+
+    def records(self) -> list[dict[str, str]]:
+        """The accounting records the detail module wrote."""
+        records = []
+        for path in sorted((self.dir / "radacct").glob("*/detail-*")):
+            for block in path.read_text().split("\n\n"):
+                fields = dict(
+                    (k.strip(), v.strip().strip('"'))
+                    for k, _, v in (line.partition(" = ") for line in block.splitlines()[1:])
+                    if _
+                )
+                if fields:
+                    records.append(fields)
+        return records
+
+
+class RadiusTests(InteropTestCase):
+    """socksd against FreeRADIUS: PAP logins and accounting."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        requireModule("pyrad", "radius")
+        self.radius = FreeRadius(self)
+
+    async def test_loginAndAccounting(self) -> None:
+        """
+        FreeRADIUS lets alice in (PAP with Message-Authenticator, which it
+        requires) and refuses a wrong password; it receives Start,
+        Interim-Update and Stop records for the tunnel, whose octet counts
+        equal the bytes relayed both ways.
+        """
+        from twisted.internet.protocol import Factory
+
+        from socksd.auth import Authenticator, portalFromCheckers
+        from socksd.checkers.radius import (
+            RadiusAccounting,
+            RadiusChecker,
+            RadiusClient,
+            radiusSettings,
+        )
+        from socksd.client.socks5 import SOCKS5ClientEndpoint
+        from socksd.errors import AuthenticationFailed
+
+        checker = RadiusChecker(
+            RadiusClient(reactor, radiusSettings(self.radius.settings(self.radius.authPort)))
+        )
+        accountingClient = RadiusClient(
+            reactor, radiusSettings(self.radius.settings(self.radius.acctPort))
+        )
+        self.addCleanup(checker.client.close)
+        self.addCleanup(accountingClient.close)
+        authenticator = Authenticator(portalFromCheckers([checker]), reactor, failureDelay=0)
+        socksPort, factory = await startSocksdWith(
+            self,
+            authenticator=authenticator,
+            accounting=RadiusAccounting(accountingClient, reactor, interim=1.0),
+        )
+        target = await listen(self, Factory.forProtocol(lambda: _Timed(5000, 2.5)))
+        proxy = TCP4ClientEndpoint(reactor, "127.0.0.1", socksPort)
+
+        wrong = SOCKS5ClientEndpoint(
+            proxy, "127.0.0.1", target, username="alice", password="wrong"
+        )
+        with self.assertRaises(AuthenticationFailed):
+            await connectProtocol(wrong, _Sender(b""))
+
+        sender = _Sender(b"y" * 123)
+        endpoint = SOCKS5ClientEndpoint(
+            proxy, "127.0.0.1", target, username="alice", password="alice-secret"
+        )
+        await connectProtocol(endpoint, sender)
+        received = await sender.done
+        self.assertEqual(len(received), 5000)
+        for _ in range(50):
+            kinds = [r.get("Acct-Status-Type") for r in self.radius.records()]
+            if "Stop" in kinds:
+                break
+            await deferLater(reactor, 0.1)
+        records = self.radius.records()
+        kinds = [r.get("Acct-Status-Type") for r in records]
+        self.assertEqual(kinds[0], "Start")
+        self.assertIn("Interim-Update", kinds)
+        self.assertEqual(kinds[-1], "Stop")
+        stop = records[-1]
+        self.assertEqual(stop["User-Name"], "alice")
+        self.assertEqual(int(stop["Acct-Input-Octets"]), 123)
+        self.assertEqual(int(stop["Acct-Output-Octets"]), 5000)
+        self.assertGreaterEqual(int(stop["Acct-Session-Time"]), 2)
+        self.assertEqual(stop["Acct-Terminate-Cause"], "User-Request")
+        self.assertEqual(
+            {r["Acct-Session-Id"] for r in records}, {stop["Acct-Session-Id"]}
+        )
