@@ -541,3 +541,59 @@ class RadiusTests(InteropTestCase):
         self.assertEqual(
             {r["Acct-Session-Id"] for r in records}, {stop["Acct-Session-Id"]}
         )
+
+
+class PamTests(InteropTestCase):
+    """PAM (pam_unix) with a system user and a service file of the test's."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        requireModule("pam", "pam")
+        if os.geteuid() != 0:
+            raise SkipTest("creating a system user and a PAM service needs root")
+        for tool in ("useradd", "userdel", "chpasswd"):
+            requireTool(tool)
+        if not Path("/etc/pam.d").is_dir():
+            raise SkipTest("no /etc/pam.d")
+        suffix = f"{os.getpid()}{int(time.monotonic() * 1000) % 100000}"
+        self.user = f"sockst{suffix}"[:31]
+        self.service = f"socksd-test-{suffix}"
+        subprocess.run(["useradd", "--no-create-home", self.user], check=True)
+        self.addCleanup(subprocess.run, ["userdel", self.user], check=False)
+        subprocess.run(
+            ["chpasswd"], input=f"{self.user}:pam-secret\n".encode(), check=True
+        )
+        path = Path("/etc/pam.d") / self.service
+        path.write_text("auth required pam_unix.so\naccount required pam_unix.so\n")
+        self.addCleanup(path.unlink)
+
+    async def test_login(self) -> None:
+        """
+        The user logs in through socksd's C{--auth pam:service=...}
+        checker (its strcred plugin) and tunnels; a wrong password is
+        refused.
+        """
+        from twisted.cred import strcred
+
+        from socksd.auth import Authenticator, portalFromCheckers
+        from socksd.client.socks5 import SOCKS5ClientEndpoint
+        from socksd.errors import AuthenticationFailed
+
+        checker = strcred.makeChecker(f"pam:service={self.service}")
+        authenticator = Authenticator(portalFromCheckers([checker]), reactor, failureDelay=0)
+        socksPort, _ = await startSocksdWith(self, authenticator=authenticator)
+        webPort = await startWeb(self)
+        proxy = TCP4ClientEndpoint(reactor, "127.0.0.1", socksPort)
+        with self.assertRaises(AuthenticationFailed):
+            await connectProtocol(
+                SOCKS5ClientEndpoint(proxy, "127.0.0.1", webPort, username=self.user, password="nope"),
+                _Fetch(),
+            )
+        fetch = _Fetch()
+        await connectProtocol(
+            SOCKS5ClientEndpoint(
+                proxy, "127.0.0.1", webPort, username=self.user, password="pam-secret"
+            ),
+            fetch,
+        )
+        self.assertEqual(body(await fetch.done), PAGE)
