@@ -17,6 +17,6 @@ the extra.
 
 from __future__ import annotations
 
-__all__ = ["splitArguments", "ThreadPoolChecker"]
+__all__ = ["splitArguments", "number", "Attempt", "ThreadPoolChecker"]
 
-from socksd.checkers._common import ThreadPoolChecker, splitArguments
+from socksd.checkers._common import Attempt, ThreadPoolChecker, number, splitArguments

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from twisted.cred.error import UnauthorizedLogin
 
-from socksd.checkers._common import ThreadPoolChecker, splitArguments
+from socksd.checkers._common import ThreadPoolChecker, number, splitArguments
 
 __all__ = ["PamChecker", "pamMissing", "DEFAULT_SERVICE"]
 
@@ -48,9 +48,12 @@ class PamChecker(ThreadPoolChecker):
     def fromArguments(cls, text: str) -> "PamChecker":
         """Build one from C{service=NAME:threads=N} (both optional)."""
         args = splitArguments(text, {"service", "threads"})
-        return cls(args.get("service") or DEFAULT_SERVICE, int(args.get("threads", 4)))
+        service = args.get("service", DEFAULT_SERVICE)
+        if not service or "/" in service:
+            raise ValueError(f"service= must name a PAM service, not {service!r}")
+        return cls(service, number(args, "threads", 4, int, 1, 256))
 
-    def _authenticate(self, username: bytes, password: bytes) -> bytes:
+    def _authenticate(self, username: bytes, password: bytes, attempt: object) -> bytes:
         import pam
 
         handle = pam.pam()

@@ -5,15 +5,18 @@ Interim-Update every C{--radius-interim} seconds, Stop with octet and time
 counts and a terminate cause when its connection ends).
 
 pyrad is the packet codec only; the packets go over Twisted's UDP
-(L{RadiusClient}), never blocking: each request is retransmitted after
-C{timeout} seconds, C{retries} times per server, then the next server is
-tried (failover, in the order given).  The shared secret is read from a
+(L{RadiusClient}), never blocking: each request is sent C{retries} times,
+C{timeout} seconds apart, to a server, then to the next (failover, in the
+order given); requests then go first to the server that answered last, so
+a dead first server costs only the logins that found it dead.  Answers are
+taken from the configured servers only.  The shared secret is read from a
 file.
 
 Settings (C{--auth radius:...} and C{--radius-accounting ...}), C{:}
-separated, C{\\:} for a colon inside a value::
+separated, C{\\:} for a colon inside a value; the servers are IP addresses
+(on the same port)::
 
-    server=HOST[,HOST...]:secret-file=PATH[:port=N][:timeout=SECONDS]
+    server=IP[,IP...]:secret-file=PATH[:port=N][:timeout=SECONDS]
     [:retries=N][:nas-id=NAME][:strict=yes]
 
 (C{strict=yes}: answers to logins must carry a Message-Authenticator.)
@@ -22,6 +25,7 @@ separated, C{\\:} for a colon inside a value::
 from __future__ import annotations
 
 import io
+import ipaddress
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +38,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from socksd.checkers._common import splitArguments
+from socksd.checkers._common import number, splitArguments
 from socksd.interfaces import IAccounting
 
 __all__ = [
@@ -143,20 +147,25 @@ def radiusSettings(text: str, defaultPort: int = 1812) -> RadiusSettings:
     )
     if "server" not in args or "secret-file" not in args:
         raise ValueError("RADIUS needs server=HOST and secret-file=PATH")
-    port = int(args.get("port", defaultPort))
+    port = number(args, "port", defaultPort, int, 1, 65535)
     servers = tuple(
         (host.strip().strip("[]"), port) for host in args["server"].split(",") if host.strip()
     )
-    if not servers or not 0 < port < 65536:
-        raise ValueError("bad RADIUS server or port")
+    if not servers:
+        raise ValueError("server= names no RADIUS server")
+    for host, _ in servers:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"server= takes IP addresses, not {host!r}") from None
+    if len({":" in host for host, _ in servers}) > 1:
+        raise ValueError("server= cannot mix IPv4 and IPv6 addresses")
     with open(args["secret-file"], "rb") as file:
         secret = file.read().strip()
     if not secret:
         raise ValueError(f"the secret file {args['secret-file']} is empty")
-    timeout = float(args.get("timeout", 3.0))
-    retries = int(args.get("retries", 3))
-    if not timeout > 0 or retries < 1:
-        raise ValueError("timeout and retries must be positive")
+    timeout = number(args, "timeout", 3.0, float, 0, 3600)
+    retries = number(args, "retries", 3, int, 1, 100)
     strict = args.get("strict", "no").lower() in ("yes", "true", "1")
     return RadiusSettings(
         servers, secret, timeout, retries, args.get("nas-id", "socksd"), strict
@@ -170,12 +179,15 @@ def _dictionary() -> Any:
 
 
 class _Pending:
-    __slots__ = ("packet", "raw", "result", "server", "tries", "call")
+    __slots__ = ("packet", "raw", "result", "first", "server", "tries", "call")
 
     def __init__(self, packet: Any, raw: bytes, result: Deferred[Any]) -> None:
         self.packet = packet
         self.raw = raw
         self.result = result
+        #: The index of the server asked first, and how many were tried
+        #: after it.
+        self.first = 0
         self.server = 0
         self.tries = 0
         self.call: Any = None
@@ -199,6 +211,12 @@ class RadiusClient(DatagramProtocol):
         self._pending: dict[int, _Pending] = {}
         self._next = 0
         self._port: Any = None
+        self._servers = {
+            (ipaddress.ip_address(host), port): index
+            for index, (host, port) in enumerate(settings.servers)
+        }
+        #: The server requests go to first: the one that answered last.
+        self._current = 0
 
     def _open(self) -> None:
         if self._port is None:
@@ -265,28 +283,30 @@ class RadiusClient(DatagramProtocol):
         self._open()
         raw = packet.RequestPacket()
         pending = _Pending(packet, raw, Deferred())
+        pending.first = self._current
         self._pending[packet.id] = pending
         self._transmit(pending)
         return pending.result
 
     def _transmit(self, pending: _Pending) -> None:
         settings = self.settings
+        servers = settings.servers
         if pending.tries >= settings.retries:
             pending.server += 1
             pending.tries = 0
-            if pending.server >= len(settings.servers):
+            if pending.server >= len(servers):
                 self._finish(
                     pending,
                     RadiusError(
                         "no RADIUS server answered ("
-                        + ", ".join(f"{h}:{p}" for h, p in settings.servers)
+                        + ", ".join(f"{h}:{p}" for h, p in servers)
                         + ")"
                     ),
                 )
                 return
-            host, port = settings.servers[pending.server]
+            host, port = servers[(pending.first + pending.server) % len(servers)]
             log.warn("RADIUS: failing over to {host}:{port}", host=host, port=port)
-        host, port = settings.servers[pending.server]
+        host, port = servers[(pending.first + pending.server) % len(servers)]
         pending.tries += 1
         try:
             self.transport.write(pending.raw, (host, port))
@@ -311,9 +331,14 @@ class RadiusClient(DatagramProtocol):
         pending = self._pending.get(data[1])
         if pending is None:
             return
-        servers = self.settings.servers
-        host, port = servers[pending.server]
-        if address[1] != port:
+        try:
+            source = (ipaddress.ip_address(address[0]), address[1])
+        except ValueError:
+            return
+        index = self._servers.get(source)
+        if index is None:
+            # Only the servers asked may answer (a late answer from one
+            # failed over from is as good as any).
             return
         packet = pending.packet
         try:
@@ -336,6 +361,11 @@ class RadiusClient(DatagramProtocol):
                 error=error,
             )
             return
+        if index != self._current:
+            # Later requests go to the server that answers first.
+            self._current = index
+            host, port = self.settings.servers[index]
+            log.info("RADIUS: {host}:{port} answers; asking it first", host=host, port=port)
         self._finish(pending, reply)
 
 

@@ -51,12 +51,9 @@ def _applyEnterpriseAuth(options: Options, factory: Any, reactor: Any) -> None:
     RADIUS accounting (C{--radius-accounting}); the metrics, when
     C{--metrics} made them, count the throttle's locks.
     """
-    if options.get("gssapi-keytab"):
-        from socksd.gssapi import GssapiAcceptor
-
-        factory.gssapi = GssapiAcceptor(
-            options["gssapi-keytab"], options["gssapi-service"], options["gssapiLevels"]
-        )
+    if options.get("gssapiAcceptor") is not None:
+        # Options made it, so that an unusable keytab is a usage error.
+        factory.gssapi = options["gssapiAcceptor"]
     throttle = options.get("throttle")
     if throttle is not None:
         from socksd.throttle import LoginThrottle

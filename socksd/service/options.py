@@ -229,6 +229,22 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         """
         self["routes"].append(rule)
 
+    def opt_auth(self, description: str) -> None:
+        """
+        Specify an authentication method for the server.
+        """
+        # Twisted's own says "Unexpected error: ..." for a bad value; this
+        # names the checker (never the rest of the description: it may
+        # hold a password).
+        try:
+            checker = strcred.makeChecker(description)
+        except (strcred.InvalidAuthType, strcred.UnsupportedInterfaces):
+            return super().opt_auth(description)
+        except Exception as error:
+            kind = description.partition(":")[0]
+            raise usage.UsageError(f"--auth {kind}: {error}") from None
+        self.addChecker(checker)
+
     def opt_allow_client(self, network: str) -> None:
         """Let clients from this CIDR use the proxy (repeatable); others are refused."""
         self["allowClients"].append(network)
@@ -352,22 +368,33 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             self["gssapiLevels"] = parseLevels(self["gssapi-protection"])
         except ValueError as error:
             raise usage.UsageError(f"--gssapi-protection: {error}")
+        self["gssapiAcceptor"] = None
         if self["gssapi-keytab"] is not None:
             missing = gssapiMissing()
             if missing:
                 raise usage.UsageError(f"--gssapi-keytab: {missing}")
-            import os
-
-            if not os.access(self["gssapi-keytab"], os.R_OK):
+            service = self["gssapi-service"]
+            if not service or any(c in service for c in "/@ \t"):
                 raise usage.UsageError(
-                    f"--gssapi-keytab {self['gssapi-keytab']!r} cannot be read"
+                    f"--gssapi-service {service!r} is not a service name (e.g. rcmd)"
                 )
+            from socksd.gssapi import GssapiAcceptor, GssapiError
+
+            # Made here, so that an unusable keytab is a usage error.
+            try:
+                self["gssapiAcceptor"] = GssapiAcceptor(
+                    self["gssapi-keytab"], service, self["gssapiLevels"]
+                )
+            except GssapiError as error:
+                raise usage.UsageError(f"--gssapi-keytab: {error}")
         try:
             self["throttle"] = parseThrottle(self["login-throttle"])
         except ValueError as error:
             raise usage.UsageError(f"--login-throttle: {error}")
         if self["radius-interim"] < 0:
             raise usage.UsageError("--radius-interim cannot be negative")
+        if self["radius-interim"] and self["radius-accounting"] is None:
+            raise usage.UsageError("--radius-interim needs --radius-accounting")
         if self["radius-accounting"] is not None:
             from socksd.checkers.radius import RadiusError, radiusSettings
 
