@@ -304,7 +304,11 @@ class RadiusClient(DatagramProtocol):
                     ),
                 )
                 return
-            host, port = servers[(pending.first + pending.server) % len(servers)]
+            index = (pending.first + pending.server) % len(servers)
+            if self._current == (index - 1) % len(servers):
+                # Later requests skip the server that did not answer.
+                self._current = index
+            host, port = servers[index]
             log.warn("RADIUS: failing over to {host}:{port}", host=host, port=port)
         host, port = servers[(pending.first + pending.server) % len(servers)]
         pending.tries += 1

@@ -21,13 +21,13 @@ from pathlib import Path
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest
 
 from socksd.test.interop import InteropTestCase, requireTool
-from socksd.test.interop._support import PAGE, listen, startWeb
+from socksd.test.interop._support import PAGE, listen, pythonSocksFetch, startWeb
 
 REALM = "SOCKSD.TEST"
 
@@ -311,6 +311,90 @@ class GssapiTests(InteropTestCase):
             await self.ownClient("integrity", {0})
 
 
+    async def test_bandwidthCapPerUser(self) -> None:
+        """
+        A per-user bandwidth cap holds on GSS-API tunnels too: the framing
+        relay's directions get the throttles of the principal's bucket
+        (alice@SOCKSD.TEST), and 160 kB each way at 40 kB/s take about four
+        seconds, at integrity and at confidentiality.  Uncapped, the relay
+        has no throttles.
+        """
+        from twisted.internet.protocol import Factory
+
+        from socksd.client.socks5 import SOCKS5ClientEndpoint
+        from socksd.server.limits import BandwidthLimits
+        from socksd.server.relay.gssapi import GssapiRelay
+
+        self.realm.kinit()
+        size, rate = 160_000, 40_000
+        target = await listen(self, Factory.forProtocol(lambda: _Drain(size)))
+        for level, capped in (
+            ("integrity", True),
+            ("confidentiality", True),
+            ("integrity", False),
+        ):
+            socksPort, factory = await startSocksdWith(
+                self, gssapi=self.acceptor({1, 2})
+            )
+            if capped:
+                factory.bandwidth = BandwidthLimits(reactor, perUser=rate)
+            relays: list = []
+
+            class Watch:
+                def tunnelOpened(self, record) -> None:
+                    relays.append(record.relay)
+
+                def connectionClosed(self, record, now) -> None:
+                    pass
+
+            factory.accounting = Watch()
+            endpoint = SOCKS5ClientEndpoint(
+                TCP4ClientEndpoint(reactor, "127.0.0.1", socksPort),
+                "127.0.0.1",
+                target,
+                gssapi=True,
+                gssapiHost="localhost",
+                gssapiProtection=level,
+            )
+            sender = _Sender(b"u" * size)
+            started = time.monotonic()
+            await connectProtocol(endpoint, sender)
+            received = await sender.done
+            elapsed = time.monotonic() - started
+            self.assertEqual(len(received), size, level)
+            [relay] = relays
+            self.assertIsInstance(relay, GssapiRelay)
+            self.assertEqual(relay.byteCounts(), (size, size))
+            if capped:
+                for direction, name in ((relay.up, "up"), (relay.down, "down")):
+                    self.assertIsNotNone(direction.throttle, (level, name))
+                    [bucket] = direction.throttle.buckets
+                    self.assertIs(
+                        bucket, factory.bandwidth._buckets[("user", f"alice@{REALM}", name)]
+                    )
+                # 160 kB less a burst of 10 kB, at 40 kB/s: 3.75 s at least.
+                self.assertGreater(elapsed, 3.0, level)
+            else:
+                self.assertIsNone(relay.up.throttle)
+                self.assertIsNone(relay.down.throttle)
+
+
+class _Drain(Protocol):
+    """Reads C{size} bytes, and meanwhile sends C{size} bytes; then closes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.received = 0
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"d" * self.size)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received >= self.size:
+            self.transport.loseConnection()
+
+
 class _OneFactory:
     def __init__(self, protocol) -> None:
         self.protocol = protocol
@@ -541,6 +625,107 @@ class RadiusTests(InteropTestCase):
         self.assertEqual(
             {r["Acct-Session-Id"] for r in records}, {stop["Acct-Session-Id"]}
         )
+
+    async def test_failover(self) -> None:
+        """
+        With C{server=127.0.0.2,127.0.0.1} and nothing answering at
+        127.0.0.2 (a socket that reads and never answers), a login is sent
+        there C{retries} times, then to FreeRADIUS, which lets alice in
+        (python-socks fetches a page); later logins go to FreeRADIUS first
+        and a wrong password is refused by its Access-Reject.  Accounting
+        fails over the same way: FreeRADIUS records the tunnels' Start and
+        Stop.  With no server answering at all, the login is refused and
+        the log says so.
+        """
+        from python_socks import ProxyError
+        from twisted.internet.threads import deferToThread
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        from socksd.auth import Authenticator, portalFromCheckers
+        from socksd.checkers.radius import (
+            RadiusAccounting,
+            RadiusChecker,
+            RadiusClient,
+            radiusSettings,
+        )
+
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        def logged(text: str) -> int:
+            return sum(text in (formatEvent(e) or "") for e in events)
+
+        silent = {}
+        for kind, port in (("auth", self.radius.authPort), ("acct", self.radius.acctPort)):
+            silent[kind] = _SilentUdp()
+            listening = reactor.listenUDP(port, silent[kind], interface="127.0.0.2")
+            self.addCleanup(listening.stopListening)
+
+        def client(port: int, servers: str = "127.0.0.2,127.0.0.1") -> RadiusClient:
+            text = (f"server={servers}:port={port}:secret-file={self.radius.secretFile}"
+                    ":timeout=0.5:retries=2")
+            client = RadiusClient(reactor, radiusSettings(text))
+            self.addCleanup(client.close)
+            return client
+
+        checker = RadiusChecker(client(self.radius.authPort))
+        socksPort, factory = await startSocksdWith(
+            self,
+            authenticator=Authenticator(portalFromCheckers([checker]), reactor, failureDelay=0),
+            accounting=RadiusAccounting(client(self.radius.acctPort), reactor),
+        )
+        webPort = await startWeb(self)
+
+        def fetch(password: str) -> Deferred[bytes]:
+            return deferToThread(pythonSocksFetch, socksPort, webPort, "alice", password)
+
+        self.assertEqual(await fetch("alice-secret"), PAGE)
+        # Two Access-Requests (code 1) to the silent server, then FreeRADIUS.
+        self.assertEqual(silent["auth"].codes, [1, 1])
+        self.assertEqual(logged("RADIUS: failing over to 127.0.0.1"), 1)
+        self.assertEqual(await fetch("alice-secret"), PAGE)
+        with self.assertRaises(ProxyError):
+            await fetch("wrong")
+        self.assertEqual(silent["auth"].codes, [1, 1])
+
+        async def accounted(stops: int) -> list[str]:
+            for _ in range(100):
+                kinds = [r.get("Acct-Status-Type") for r in self.radius.records()]
+                if kinds.count("Stop") == stops:
+                    break
+                await deferLater(reactor, 0.1)
+            return kinds
+
+        self.assertEqual(await accounted(2), ["Start", "Stop", "Start", "Stop"])
+        # The Accounting-Requests (code 4) sent before the first failover
+        # went to the silent server twice each; once FreeRADIUS answered,
+        # they go straight to it.
+        sent = silent["acct"].codes
+        self.assertEqual(set(sent), {4})
+        self.assertIn(len(sent), (2, 4, 6, 8))
+        before = len(sent)
+        self.assertEqual(await fetch("alice-secret"), PAGE)
+        self.assertEqual(await accounted(3), ["Start", "Stop"] * 3)
+        self.assertEqual(len(silent["acct"].codes), before)
+        self.assertEqual(silent["auth"].codes, [1, 1])
+
+        # Nobody answers: refused, and logged.
+        dead = RadiusChecker(client(self.radius.authPort, "127.0.0.2"))
+        factory.authenticator = Authenticator(portalFromCheckers([dead]), reactor, failureDelay=0)
+        with self.assertRaises(ProxyError):
+            await fetch("alice-secret")
+        self.assertEqual(logged("no RADIUS server answered (127.0.0.2:"), 1)
+
+
+class _SilentUdp(DatagramProtocol):
+    """A RADIUS server that reads requests and never answers."""
+
+    def __init__(self) -> None:
+        self.codes: list[int] = []
+
+    def datagramReceived(self, data: bytes, address) -> None:
+        self.codes.append(data[0])
 
 
 class PamTests(InteropTestCase):

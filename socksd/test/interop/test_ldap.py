@@ -24,7 +24,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest
 
 from socksd.test.interop import InteropTestCase, requireTool
-from socksd.test.interop._support import PAGE, listen, startWeb
+from socksd.test.interop._support import PAGE, listen, pythonSocksFetch, startWeb
 from socksd.test.interop.test_enterprise import freePort, requireModule, startSocksdWith
 
 SUFFIX = "dc=socksd,dc=test"
@@ -251,23 +251,6 @@ userPassword: service-secret
         }
         settings.update(extra)
         return "ldap:" + ":".join(f"{k}={v}" for k, v in settings.items())
-
-
-def pythonSocksFetch(socksPort: int, webPort: int, username: str, password: str) -> bytes:
-    """python-socks (blocking: run it in a thread) fetches /page; its body."""
-    from python_socks.sync import Proxy
-
-    proxy = Proxy.from_url(f"socks5://{username}:{password}@127.0.0.1:{socksPort}")
-    sock = proxy.connect(dest_host="127.0.0.1", dest_port=webPort, timeout=20)
-    try:
-        sock.settimeout(20)
-        sock.sendall(b"GET /page HTTP/1.0\r\nHost: x\r\n\r\n")
-        received = bytearray()
-        while chunk := sock.recv(65536):
-            received += chunk
-        return bytes(received).partition(b"\r\n\r\n")[2]
-    finally:
-        sock.close()
 
 
 class _Silent(Protocol):
