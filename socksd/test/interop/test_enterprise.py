@@ -170,6 +170,14 @@ class KerberosRealm:
 
         testCase.addCleanup(restore)
 
+    def addService(self, principal: str) -> None:
+        """Add C{principal} (e.g. socks/localhost) with its key in the keytab."""
+        for query in (f"addprinc -randkey {principal}", f"ktadd -k {self.keytab} {principal}"):
+            subprocess.run(
+                ["kadmin.local", "-q", query], env=self.env, check=True,
+                capture_output=True, input=b"",
+            )
+
     def kinit(self) -> None:
         subprocess.run(
             ["kinit", "alice"], env=self.env, check=True, capture_output=True,
@@ -728,11 +736,16 @@ class _SilentUdp(DatagramProtocol):
         self.codes.append(data[0])
 
 
-class PamTests(InteropTestCase):
-    """PAM (pam_unix) with a system user and a service file of the test's."""
+class PamService:
+    """
+    A system user (password C{pam-secret}) and a PAM service file using
+    pam_unix, both the test's, removed after it.
 
-    def setUp(self) -> None:
-        super().setUp()
+    @ivar user: the user's name.
+    @ivar service: the service's name.
+    """
+
+    def __init__(self, testCase) -> None:
         requireModule("pam", "pam")
         if os.geteuid() != 0:
             raise SkipTest("creating a system user and a PAM service needs root")
@@ -744,13 +757,23 @@ class PamTests(InteropTestCase):
         self.user = f"sockst{suffix}"[:31]
         self.service = f"socksd-test-{suffix}"
         subprocess.run(["useradd", "--no-create-home", self.user], check=True)
-        self.addCleanup(subprocess.run, ["userdel", self.user], check=False)
+        testCase.addCleanup(subprocess.run, ["userdel", self.user], check=False)
         subprocess.run(
             ["chpasswd"], input=f"{self.user}:pam-secret\n".encode(), check=True
         )
         path = Path("/etc/pam.d") / self.service
         path.write_text("auth required pam_unix.so\naccount required pam_unix.so\n")
-        self.addCleanup(path.unlink)
+        testCase.addCleanup(path.unlink)
+
+
+class PamTests(InteropTestCase):
+    """PAM (pam_unix) with a system user and a service file of the test's."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        pam = PamService(self)
+        self.user = pam.user
+        self.service = pam.service
 
     async def test_login(self) -> None:
         """
