@@ -23,7 +23,6 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import SkipTest
 
 import socksd
 from socksd.test.interop import InteropTestCase, requireTool
@@ -39,6 +38,7 @@ from socksd.test.interop.test_enterprise import (
     body,
     freePort,
     requireModule,
+    requirePycurl,
 )
 from socksd.test.interop.test_ldap import Slapd
 
@@ -305,10 +305,7 @@ class _Slow(_Drain):
 
 async def libcurl(env, socksPort: int, webPort: int, service: str):
     """libcurl (pycurl, in a subprocess) fetches /page with GSS-API."""
-    try:
-        import pycurl  # noqa: F401
-    except ImportError:
-        raise SkipTest("pycurl is not installed (tox -e interop installs it)")
+    requirePycurl()
     script = (
         "import io, sys, pycurl\n"
         "c = pycurl.Curl(); b = io.BytesIO()\n"
