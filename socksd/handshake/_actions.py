@@ -33,6 +33,7 @@ from typing import Any, Mapping, NamedTuple, Protocol, Union
 
 from socksd.address import Destination
 from socksd.replies import ReplyProfile
+from socksd.wire import socks5 as _wire
 
 __all__ = [
     "Send",
@@ -45,6 +46,7 @@ __all__ = [
     "HandshakeSettings",
     "ReplyLabel",
     "ServerHandshake",
+    "socks5Methods",
 ]
 
 #: An empty mapping that cannot change, the default of C{pairs}.
@@ -101,6 +103,49 @@ class Request(NamedTuple):
     session: Any = None
 
 
+def socks5Methods(
+    hasAuthenticator: bool,
+    preferNoAuth: bool,
+    gssapi: bool = False,
+    passwords: bool = True,
+) -> tuple[int, ...]:
+    """
+    The SOCKS5 methods a server takes, best first.
+
+    With an authenticator: proposal 229's 0x97 (USERNAME and PASSWD are
+    checked), then 02, then GSS-API's 01 when C{gssapi}.  Without one,
+    every method is for isolation only: 0x97, then 02 (as Tor, so that the
+    client's credentials can isolate its streams), then 00; with
+    C{preferNoAuth} (Tor's C{PreferSOCKSNoAuth}) 00 comes first.  With
+    C{gssapi} but no password check (C{passwords} false), 01 alone.
+
+    Why passwords before GSS-API (Dante lets the administrator order its
+    methods; socksd has one order): curl built with GSS-API offers 01 by
+    default next to 02, so a client with a password but no Kerberos ticket
+    would be led into a GSS-API exchange it cannot finish; a client that
+    wants Kerberos sends no password (C{curl --socks5-gssapi} offers 00
+    and 01), and gets 01.
+    """
+    if hasAuthenticator:
+        methods: tuple[int, ...] = ()
+        if passwords:
+            methods = (_wire.METHOD_TOR_EXTENDED, _wire.METHOD_USERNAME_PASSWORD)
+        if gssapi:
+            methods += (_wire.METHOD_GSSAPI,)
+        return methods
+    if preferNoAuth:
+        return (
+            _wire.METHOD_NO_AUTH,
+            _wire.METHOD_TOR_EXTENDED,
+            _wire.METHOD_USERNAME_PASSWORD,
+        )
+    return (
+        _wire.METHOD_TOR_EXTENDED,
+        _wire.METHOD_USERNAME_PASSWORD,
+        _wire.METHOD_NO_AUTH,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class HandshakeSettings:
     """
@@ -138,12 +183,19 @@ class HandshakeSettings:
     #: The profile of a SOCKS5 client that did not offer method 0x97
     #: (derived from L{extendedErrors}).
     socks5Profile: ReplyProfile = field(init=False, repr=False, compare=False)
+    #: The SOCKS5 methods taken, best first (L{socks5Methods} of the
+    #: fields above), made once here rather than per client.
+    socks5Order: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         profile = (
             ReplyProfile.SOCKS5_EXTENDED if self.extendedErrors else ReplyProfile.SOCKS5
         )
         object.__setattr__(self, "socks5Profile", profile)
+        methods = socks5Methods(
+            self.requireAuth, self.preferNoAuth, bool(self.gssapiLevels), self.passwords
+        )
+        object.__setattr__(self, "socks5Order", methods)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from socksd.handshake._actions import (
     Action,
     CheckCredentials,
     HandshakeSettings,
+    socks5Methods,
     Refuse,
     ReplyLabel,
     Request,
@@ -56,6 +57,7 @@ from socksd.wire import socks5
 
 __all__ = [
     "Socks5Handshake",
+    "GssapiSocks5Handshake",
     "socks5Methods",
     "chooseLevel",
     "MessageProtection",
@@ -76,49 +78,6 @@ MAX_MESSAGE = 513
 
 _UNSPECIFIED = Destination(IPv4Address(0), 0)
 _AUTH_FAILURE = 1
-
-
-def socks5Methods(
-    hasAuthenticator: bool,
-    preferNoAuth: bool,
-    gssapi: bool = False,
-    passwords: bool = True,
-) -> tuple[int, ...]:
-    """
-    The SOCKS5 methods a server takes, best first.
-
-    With an authenticator: proposal 229's 0x97 (USERNAME and PASSWD are
-    checked), then 02, then GSS-API's 01 when C{gssapi}.  Without one,
-    every method is for isolation only: 0x97, then 02 (as Tor, so that the
-    client's credentials can isolate its streams), then 00; with
-    C{preferNoAuth} (Tor's C{PreferSOCKSNoAuth}) 00 comes first.  With
-    C{gssapi} but no password check (C{passwords} false), 01 alone.
-
-    Why passwords before GSS-API (Dante lets the administrator order its
-    methods; socksd has one order): curl built with GSS-API offers 01 by
-    default next to 02, so a client with a password but no Kerberos ticket
-    would be led into a GSS-API exchange it cannot finish; a client that
-    wants Kerberos sends no password (C{curl --socks5-gssapi} offers 00
-    and 01), and gets 01.
-    """
-    if hasAuthenticator:
-        methods: tuple[int, ...] = ()
-        if passwords:
-            methods = (socks5.METHOD_TOR_EXTENDED, socks5.METHOD_USERNAME_PASSWORD)
-        if gssapi:
-            methods += (socks5.METHOD_GSSAPI,)
-        return methods
-    if preferNoAuth:
-        return (
-            socks5.METHOD_NO_AUTH,
-            socks5.METHOD_TOR_EXTENDED,
-            socks5.METHOD_USERNAME_PASSWORD,
-        )
-    return (
-        socks5.METHOD_TOR_EXTENDED,
-        socks5.METHOD_USERNAME_PASSWORD,
-        socks5.METHOD_NO_AUTH,
-    )
 
 
 def chooseLevel(requested: int, accepted: frozenset[int]) -> int:
@@ -216,17 +175,6 @@ def extendedCredentials(
     return credentials, seen
 
 
-#: L{socks5Methods} for each C{(hasAuthenticator, preferNoAuth, gssapi,
-#: passwords)}.
-_METHODS = {
-    (auth, prefer, gss, passwords): socks5Methods(auth, prefer, gss, passwords)
-    for auth in (False, True)
-    for prefer in (False, True)
-    for gss in (False, True)
-    for passwords in (False, True)
-}
-
-
 class _Stage(Enum):
     GREETING = "greeting"
     AUTHENTICATION = "authentication"
@@ -243,12 +191,12 @@ class Socks5Handshake:
     A SOCKS5 client's handshake, from its first byte (05) on; see the
     module docstring and L{socksd.handshake.ServerHandshake}.
 
+    It serves methods 00, 02 and 0x97; a server with GSS-API (method 01,
+    RFC 1961) uses L{GssapiSocks5Handshake}, so that this one, which every
+    other SOCKS5 client gets, carries nothing of it.
+
     @ivar codec: the L{socks5.Socks5ServerCodec}.
-    @ivar user: the avatar the credentials were checked as (or the
-        GSS-API principal's), or L{None}.
-    @ivar gssapi: after an RFC 1961 exchange that agreed integrity or
-        confidentiality, the L{GssapiTunnel} the relay needs; else L{None}.
-    @ivar gssapiLevel: the protection level agreed, or L{None}.
+    @ivar user: the avatar the credentials were checked as, or L{None}.
     """
 
     protocol = "socks5"
@@ -267,11 +215,6 @@ class Socks5Handshake:
         "_pairs",
         "_ended",
         "_ready",
-        "gssapi",
-        "gssapiLevel",
-        "_frames",
-        "_protection",
-        "_gssUser",
     )
 
     def __init__(self, settings: HandshakeSettings) -> None:
@@ -288,12 +231,6 @@ class Socks5Handshake:
         self._ended = False
         #: C{True} once the L{RequestReady} was given.
         self._ready = False
-        self.gssapi: GssapiTunnel | None = None
-        self.gssapiLevel: int | None = None
-        #: RFC 1961 frames, from method 01's selection on.
-        self._frames: rfc1961.FrameDecoder | None = None
-        self._protection: Any = None
-        self._gssUser: Any = None
 
     # ServerHandshake
 
@@ -305,15 +242,9 @@ class Socks5Handshake:
         """
         if self._stage is _Stage.DONE:
             if self._ready:
-                if self.gssapi is not None:
-                    # Frames for the framing relay.
-                    self._frames.feed(data)
-                else:
-                    # The codec has finished: it only keeps them.
-                    self.codec.receiveData(data)
+                # The codec has finished: it only keeps them.
+                self.codec.receiveData(data)
             return []
-        if self._frames is not None:
-            return self._gssReceived(data)
         return self._parse(data)
 
     def credentialsChecked(self, user: Any) -> list[Action]:
@@ -350,7 +281,7 @@ class Socks5Handshake:
         stage = self._stage
         if stage is _Stage.DONE:
             return []
-        if stage is _Stage.CHECKING or stage is _Stage.GSS_STEPPING:
+        if stage is _Stage.CHECKING:
             self._ended = True
             return []
         self._stage = _Stage.DONE
@@ -364,11 +295,6 @@ class Socks5Handshake:
         """
         if self._stage is _Stage.DONE and not self._ready:
             return 0
-        frames = self._frames
-        if frames is not None:
-            if self.gssapi is not None and self._ready:
-                return frames.buffered()
-            return self.codec.buffered() + _pastFrame(frames)
         return self.codec.buffered()
 
     def unconsumed(self) -> bytes:
@@ -379,9 +305,6 @@ class Socks5Handshake:
         """
         if not self._ready:
             return b""
-        if self.gssapi is not None:
-            # Still framed: the framing relay unwraps them.
-            return self._frames.take()
         return self.codec.unconsumed()
 
     def reply(
@@ -390,14 +313,8 @@ class Socks5Handshake:
         bound: Destination | None = None,
         options: tuple[Any, ...] = (),
     ) -> bytes:
-        """
-        See L{ServerHandshake.reply}; at integrity or confidentiality, an
-        RFC 1961 data frame.
-        """
-        data = self.codec.send(socks5.Reply(int(code), bound or _UNSPECIFIED))
-        if self.gssapiLevel is not None and self.gssapiLevel != rfc1961.LEVEL_CLEAR:
-            return self._wrapFrame(data)
-        return data
+        """See L{ServerHandshake.reply}."""
+        return self.codec.send(socks5.Reply(int(code), bound or _UNSPECIFIED))
 
     def replyLabel(self, code: IntEnum) -> ReplyLabel:
         """See L{ServerHandshake.replyLabel}: the code itself."""
@@ -424,10 +341,7 @@ class Socks5Handshake:
                     actions += received
                 else:
                     actions = received
-                stage = self._stage
-                if stage is _Stage.DONE or stage is _Stage.CHECKING or (
-                    self._frames is not None and stage is not _Stage.REQUEST
-                ):
+                if self._stage is _Stage.DONE or self._stage is _Stage.CHECKING:
                     return actions
             if not codec.buffered():
                 # Nothing pipelined behind: no need to parse again.
@@ -437,20 +351,6 @@ class Socks5Handshake:
         if isinstance(message, socks5.MethodOffer):
             return self._selectMethod(message)
         if isinstance(message, socks5.Request):
-            if self.gssapi is not None and message.command == socks5.CMD_UDP_ASSOCIATE:
-                # RFC 1961's UDP encapsulation is not served.
-                self._stage = _Stage.DONE
-                code = replyFor(
-                    UnsupportedCommand("UDP ASSOCIATE under GSS-API protection"),
-                    self.profile,
-                )
-                return [
-                    Refuse(
-                        self.reply(code),
-                        "UDP ASSOCIATE under GSS-API protection is not served",
-                        code,
-                    )
-                ]
             return [RequestReady(self._request(message))]
         return self._credentialsReceived(message)
 
@@ -507,13 +407,7 @@ class Socks5Handshake:
             self.profile = ReplyProfile.SOCKS5_PROP229
         settings = self._settings
         method = socks5.METHOD_NO_ACCEPTABLE
-        methods = _METHODS[
-            settings.requireAuth,
-            settings.preferNoAuth,
-            bool(settings.gssapiLevels),
-            settings.passwords,
-        ]
-        for acceptable in methods:
+        for acceptable in settings.socks5Order:
             if acceptable in offered:
                 method = acceptable
                 break
@@ -528,16 +422,21 @@ class Socks5Handshake:
                     "NO_ACCEPTABLE_METHODS",
                 )
             ]
-        if method == socks5.METHOD_GSSAPI:
-            self._stage = _Stage.GSS_CONTEXT
-            self._frames = rfc1961.FrameDecoder(rfc1961.MTYP_CONTEXT)
-            # Bytes pipelined behind the offer are the client's first token.
-            return [Send(selection)] + self._gssReceived(self.codec.takeGssapiBytes())
         if method in (socks5.METHOD_USERNAME_PASSWORD, socks5.METHOD_TOR_EXTENDED):
             self._stage = _Stage.AUTHENTICATION
+        elif method == socks5.METHOD_GSSAPI:
+            return self._gssapiSelected(selection)
         else:
             self._stage = _Stage.REQUEST
         return [Send(selection)]
+
+    def _gssapiSelected(self, selection: bytes) -> list[Action]:
+        """
+        Method 01 was selected (the settings offer it): only
+        L{GssapiSocks5Handshake} can go on.
+        """
+        self._stage = _Stage.DONE
+        return [Refuse(selection, "GSS-API needs GssapiSocks5Handshake")]
 
     def _credentialsReceived(self, message: Any) -> list[Action]:
         if isinstance(message, socks5.ExtendedAuthRequest):
@@ -561,7 +460,113 @@ class Socks5Handshake:
         self._checking = credentials
         return [CheckCredentials(credentials[0], credentials[1])]
 
-    # RFC 1961 (method 01)
+
+class GssapiSocks5Handshake(Socks5Handshake):
+    """
+    The SOCKS5 handshake of a server with GSS-API (SOCKS5 method 01, RFC
+    1961): L{Socks5Handshake}'s, with the exchange of the module docstring
+    between the method selection and the request.
+
+    @ivar user: the avatar the credentials were checked as, or the GSS-API
+        principal's.
+    @ivar gssapi: after an exchange that agreed integrity or
+        confidentiality, the L{GssapiTunnel} the relay needs; else L{None}.
+    @ivar gssapiLevel: the protection level agreed, or L{None}.
+    @ivar context: the connection's acceptor context, kept here between
+        its steps (the handshake never uses it).
+    """
+
+    __slots__ = ("gssapi", "gssapiLevel", "context", "_frames", "_protection", "_gssUser")
+
+    def __init__(self, settings: HandshakeSettings) -> None:
+        super().__init__(settings)
+        self.gssapi: GssapiTunnel | None = None
+        self.gssapiLevel: int | None = None
+        self.context: Any = None
+        #: RFC 1961 frames, from method 01's selection on.
+        self._frames: rfc1961.FrameDecoder | None = None
+        self._protection: Any = None
+        self._gssUser: Any = None
+
+    def dataReceived(self, data: bytes) -> list[Action]:
+        """See L{Socks5Handshake.dataReceived}; RFC 1961 frames after 01."""
+        if self._frames is None:
+            return super().dataReceived(data)
+        if self._stage is _Stage.DONE:
+            if self._ready:
+                if self.gssapi is not None:
+                    # Frames for the framing relay.
+                    self._frames.feed(data)
+                else:
+                    # The codec has finished: it only keeps them.
+                    self.codec.receiveData(data)
+            return []
+        return self._gssReceived(data)
+
+    def clientEnded(self) -> list[Action]:
+        """See L{Socks5Handshake.clientEnded}; also during a context step."""
+        if self._stage is _Stage.GSS_STEPPING:
+            self._ended = True
+            return []
+        return super().clientEnded()
+
+    def buffered(self) -> int:
+        """See L{Socks5Handshake.buffered}; frames count past their own bytes."""
+        frames = self._frames
+        if frames is None or (self._stage is _Stage.DONE and not self._ready):
+            return super().buffered()
+        if self.gssapi is not None and self._ready:
+            return frames.buffered()
+        return self.codec.buffered() + _pastFrame(frames)
+
+    def unconsumed(self) -> bytes:
+        """See L{Socks5Handshake.unconsumed}; still framed when protected."""
+        if self._ready and self.gssapi is not None:
+            # The framing relay unwraps them.
+            return self._frames.take()
+        return super().unconsumed()
+
+    def reply(
+        self,
+        code: IntEnum,
+        bound: Destination | None = None,
+        options: tuple[Any, ...] = (),
+    ) -> bytes:
+        """
+        See L{ServerHandshake.reply}; at integrity or confidentiality, an
+        RFC 1961 data frame.
+        """
+        data = super().reply(code, bound, options)
+        if self.gssapiLevel is not None and self.gssapiLevel != rfc1961.LEVEL_CLEAR:
+            return self._wrapFrame(data)
+        return data
+
+    def _received(self, message: Any) -> list[Action]:
+        if (
+            self.gssapi is not None
+            and isinstance(message, socks5.Request)
+            and message.command == socks5.CMD_UDP_ASSOCIATE
+        ):
+            # RFC 1961's UDP encapsulation is not served.
+            self._stage = _Stage.DONE
+            code = replyFor(
+                UnsupportedCommand("UDP ASSOCIATE under GSS-API protection"),
+                self.profile,
+            )
+            return [
+                Refuse(
+                    self.reply(code),
+                    "UDP ASSOCIATE under GSS-API protection is not served",
+                    code,
+                )
+            ]
+        return super()._received(message)
+
+    def _gssapiSelected(self, selection: bytes) -> list[Action]:
+        self._stage = _Stage.GSS_CONTEXT
+        self._frames = rfc1961.FrameDecoder(rfc1961.MTYP_CONTEXT)
+        # Bytes pipelined behind the offer are the client's first token.
+        return [Send(selection)] + self._gssReceived(self.codec.takeGssapiBytes())
 
     def contextStep(
         self, outputToken: bytes, complete: bool, user: Any, protection: Any

@@ -148,7 +148,6 @@ class SocksConnection:
         "_checking",
         "_ended",
         "_fed",
-        "_gss",
     )
 
     def __init__(self, factory: Any) -> None:
@@ -169,8 +168,6 @@ class SocksConnection:
         #: Bytes fed to the handshake so far: only past the bound can it
         #: hold too many.
         self._fed = 0
-        #: The GSS-API acceptor context (RFC 1961), once method 01 runs.
-        self._gss: Any = None
 
     # IProtocol and IHalfCloseableProtocol
 
@@ -269,6 +266,12 @@ class SocksConnection:
         except Exception:
             log.failure("logging a connection failed")
         factory = self.factory
+        if factory.extras:
+            # Metrics, accounting or GSS-API: one flag for all three.
+            self._closedWithExtras(factory, record)
+
+    def _closedWithExtras(self, factory: Any, record: Any) -> None:
+        """Tell the factory's metrics and accounting the connection is gone."""
         metrics = factory.metrics
         if metrics is not None:
             try:
@@ -292,9 +295,11 @@ class SocksConnection:
     def requestComplete(self) -> None:
         """The client's request is in: stop the handshake timer."""
         self._cancelTimer()
-        metrics = self.factory.metrics
-        if metrics is not None and self.record is not None:
-            metrics.handshakeDone(self.factory.reactor.seconds() - self.record.started)
+        factory = self.factory
+        if factory.extras:
+            metrics = factory.metrics
+            if metrics is not None and self.record is not None:
+                metrics.handshakeDone(factory.reactor.seconds() - self.record.started)
 
     def finish(self, reason: str, data: bytes = b"") -> None:
         """
@@ -522,9 +527,10 @@ class SocksConnection:
         if acceptor is None:
             self.carryOut(self.handshake.contextFailed("GSS-API is not configured"))
             return
-        if self._gss is None:
-            self._gss = acceptor.newContext()
-        context = self._gss
+        handshake = self.handshake
+        context = handshake.context
+        if context is None:
+            context = handshake.context = acceptor.newContext()
         reactor = self.factory.reactor
         stepping = deferToThreadPool(
             reactor, reactor.getThreadPool(), context.step, action.token
@@ -542,7 +548,7 @@ class SocksConnection:
         if complete:
             from socksd.auth import SocksUser
 
-            context = self._gss
+            context = self.handshake.context
             user = SocksUser(context.principal)
             protection = context.protection()
             self.record.user = user

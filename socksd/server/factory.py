@@ -24,6 +24,7 @@ from socksd.handshake import (
     Socks5Handshake,
     Socks6Handshake,
 )
+from socksd.handshake.socks5 import GssapiSocks5Handshake
 from socksd.handshake.http import HTTP_FIRST_BYTES
 from socksd.interfaces import IPolicy, IResolver, IUpstreamFactory
 from socksd.server.commands import COMMANDS
@@ -49,8 +50,12 @@ def SOCKS4(connection: SocksConnection) -> None:
 
 
 def SOCKS5(connection: SocksConnection) -> None:
-    """The first-byte entry of SOCKS5."""
-    connection.negotiate(Socks5Handshake(connection.factory.handshakeSettings))
+    """
+    The first-byte entry of SOCKS5: the factory's C{socks5Handshake}
+    (L{GssapiSocks5Handshake} when it serves GSS-API).
+    """
+    factory = connection.factory
+    connection.negotiate(factory.socks5Handshake(factory.handshakeSettings))
 
 
 def SOCKS6(connection: SocksConnection) -> None:
@@ -140,12 +145,38 @@ class _GssapiSlot:
     """
     The factory's C{gssapi}: setting it (a L{socksd.gssapi.GssapiAcceptor},
     or L{None}) updates the factory's C{handshakeSettings}, so that SOCKS5
-    method 01 is offered.  Reading it is reading the instance's attribute.
+    method 01 is offered, and its C{socks5Handshake}.  Reading it is
+    reading the instance's attribute.
     """
 
     def __set__(self, factory: Any, acceptor: Any) -> None:
         factory.__dict__["gssapi"] = acceptor
+        factory.socks5Handshake = (
+            Socks5Handshake if acceptor is None else GssapiSocks5Handshake
+        )
         _updateSettings(factory)
+        _updateExtras(factory)
+
+
+class _ExtraSlot:
+    """
+    The factory's C{metrics} and C{accounting}: setting one updates
+    C{factory.extras}.  Reading it is reading the instance's attribute.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __set__(self, factory: Any, value: Any) -> None:
+        factory.__dict__[self.name] = value
+        _updateExtras(factory)
+
+
+def _updateExtras(factory: Any) -> None:
+    attributes = factory.__dict__
+    factory.extras = any(
+        attributes.get(name) is not None for name in ("metrics", "accounting", "gssapi")
+    )
 
 
 def _updateSettings(factory: Any) -> None:
@@ -180,6 +211,11 @@ class SocksServerFactory(Factory):
         bandwidth applies either way.
     @ivar metrics: a L{socksd.service.metrics.Metrics} told of every connection,
         or L{None}.
+    @ivar extras: whether C{metrics}, C{accounting} or C{gssapi} is set
+        (kept by setting them): the one flag the per-tunnel path reads, so
+        that a plain tunnel pays for none of them.
+    @ivar socks5Handshake: the SOCKS5 handshake class (kept by setting
+        C{gssapi}).
     @ivar gssapi: the L{socksd.gssapi.GssapiAcceptor} that serves SOCKS5
         method 01 (RFC 1961), or L{None}.
     @ivar throttle: the L{socksd.throttle.LoginThrottle} in front of every
@@ -206,14 +242,14 @@ class SocksServerFactory(Factory):
 
     limits: Any = None
     bandwidth: Any = None
-    metrics: Any = None
     throttle: Any = None
-    accounting: Any = None
     outgoingAddress: Any = None
     socks6Sessions: Any = None
     policy = _PolicySlot()
     authenticator = _AuthenticatorSlot()
     gssapi = _GssapiSlot()
+    metrics = _ExtraSlot()
+    accounting = _ExtraSlot()
 
     def __init__(
         self,
@@ -258,7 +294,9 @@ class SocksServerFactory(Factory):
         self.upstream = upstream
         self.resolver = resolver
         self.policy = policy
-        self.__dict__["gssapi"] = None
+        self.__dict__.update(gssapi=None, metrics=None, accounting=None)
+        self.extras = False
+        self.socks5Handshake: type = Socks5Handshake
         self.authenticator = authenticator
         self.handlers: dict[int, Callable[..., Any]] = (
             dict(handlers) if handlers is not None else defaultHandlers(self.config)

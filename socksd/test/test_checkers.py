@@ -251,11 +251,3 @@ class AuthOptionTests(SynchronousTestCase):
         self.assertEqual(
             str(caught.exception), "--auth ldap: timeout= must be a number, not 'soon'"
         )
-
-    def test_unknownType(self) -> None:
-        """An unknown checker keeps Twisted's message."""
-        from socksd.service.options import Options
-
-        with self.assertRaises(usage.UsageError) as caught:
-            Options().parseOptions(["--auth", "nosuchchecker:x"])
-        self.assertIn("Auth plugin not recognized", str(caught.exception))

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from socksd.errors import MalformedMessage, MessageTooLong
 from socksd.handshake import AcceptContext, HandshakeSettings, Refuse, RequestReady, Send
-from socksd.handshake.socks5 import Socks5Handshake, chooseLevel
+from socksd.handshake.socks5 import GssapiSocks5Handshake, Socks5Handshake, chooseLevel
 from socksd.replies import successFor
 from socksd.test._vectors import h, splits
 from socksd.wire.gssapi import (
@@ -93,10 +93,10 @@ class HandshakeTests(SynchronousTestCase):
         wrapped with it; the tunnel gets a GssapiTunnel.
         """
         protection = _Reversing()
-        handshake = Socks5Handshake(self.settings({1, 2}))
+        handshake = GssapiSocks5Handshake(self.settings({1, 2}))
         greeting = h("05 01 01") + encodeFrame(MTYP_CONTEXT, h("60 01"))
         for chunks in splits(greeting):
-            handshake = Socks5Handshake(self.settings({1, 2}))
+            handshake = GssapiSocks5Handshake(self.settings({1, 2}))
             actions = []
             for chunk in chunks:
                 actions += handshake.dataReceived(chunk)
@@ -117,7 +117,7 @@ class HandshakeTests(SynchronousTestCase):
 
     def test_unencryptedRequestAtConfidentiality(self) -> None:
         """At confidentiality, a request token without encryption aborts."""
-        handshake = Socks5Handshake(self.settings({2}))
+        handshake = GssapiSocks5Handshake(self.settings({2}))
         handshake.dataReceived(h("05 01 01") + encodeFrame(MTYP_CONTEXT, h("60")))
         handshake.contextStep(b"", True, "alice@R", _Reversing())
         handshake.dataReceived(h("01 02 00 02 00 02"))
@@ -127,14 +127,25 @@ class HandshakeTests(SynchronousTestCase):
 
     def test_contextFailed(self) -> None:
         """A refused token: the client gets 01 FF."""
-        handshake = Socks5Handshake(self.settings({1}))
+        handshake = GssapiSocks5Handshake(self.settings({1}))
         handshake.dataReceived(h("05 01 01") + encodeFrame(MTYP_CONTEXT, h("60")))
         [refuse] = handshake.contextFailed("bad ticket")
         self.assertEqual(refuse.data, h("01 ff"))
 
     def test_passwordFirst(self) -> None:
         """With passwords too, 02 is chosen over 01 when both are offered."""
-        handshake = Socks5Handshake(
+        handshake = GssapiSocks5Handshake(
             HandshakeSettings(requireAuth=True, gssapiLevels=frozenset({1}))
         )
         self.assertEqual(handshake.dataReceived(h("05 02 01 02")), [Send(h("05 02"))])
+
+    def test_plainHandshakeRefusesGssapi(self) -> None:
+        """
+        L{Socks5Handshake} (what servers without GSS-API use) given
+        settings that offer 01 selects it, then refuses cleanly: only
+        L{GssapiSocks5Handshake} runs the exchange.
+        """
+        handshake = Socks5Handshake(self.settings({1}))
+        [refuse] = handshake.dataReceived(h("05 01 01"))
+        self.assertIsInstance(refuse, Refuse)
+        self.assertEqual(refuse.data, h("05 01"))

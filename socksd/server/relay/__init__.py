@@ -13,7 +13,7 @@ allow it, else with the ordinary one.
     sockets on Linux, and its pipe pool;
   - L{socksd.server.relay.gssapi}: the framing relay of tunnels whose
     client agreed GSS-API integrity or confidentiality (RFC 1961), which
-    splice(2) cannot serve;
+    splice(2) cannot serve (L{socksd.server.relay.gssapi.startGssapiRelay});
   - L{socksd.server.relay._transport}: what the relays and the connection
     read of Twisted's transports beyond their interfaces (L{writeNow},
     L{openPlainTcp} ...), in one place.
@@ -22,8 +22,6 @@ allow it, else with the ordinary one.
 from __future__ import annotations
 
 from typing import Any
-
-from twisted.logger import Logger
 
 from socksd.server.relay import splice as splicing
 from socksd.server.relay._transport import (
@@ -58,11 +56,6 @@ __all__ = [
     "writeNow",
 ]
 
-log = Logger()
-
-#: The log said once that GSS-API tunnels are not spliced.
-_saidNoSplice = False
-
 
 def startRelay(
     client: Any,
@@ -74,7 +67,7 @@ def startRelay(
     noDelay: bool = True,
     record: Any = None,
     splice: bool = False,
-    gssapi: Any = None,
+    relayClass: Any = Relay,
 ) -> Any:
     """
     Join C{client} and C{upstream} (see L{socksd.server.relay.stream}).
@@ -97,23 +90,11 @@ def startRelay(
         the byte counts.
     @param splice: use L{socksd.server.relay.splice.SpliceRelay}
         (zero-copy) when both transports allow it.
-    @param gssapi: the handshake's
-        L{socksd.handshake.socks5.GssapiTunnel} when the client agreed
-        GSS-API integrity or confidentiality: the framing relay
-        (L{socksd.server.relay.gssapi.GssapiRelay}) serves the tunnel, never
-        splice(2) (the log says so once).
+    @param relayClass: what makes the relay when it is not spliced: called
+        like L{Relay} (the GSS-API framing relay passes its own).
     @return: the running relay: a L{Relay}, or with C{splice} possibly a
         L{socksd.server.relay.splice.SpliceRelay} (which has no throttles).
     """
-    if gssapi is not None:
-        global _saidNoSplice
-        if splice and not _saidNoSplice:
-            _saidNoSplice = True
-            log.info(
-                "GSS-API protected tunnels are relayed by the framing relay,"
-                " not splice(2): every byte is wrapped or unwrapped"
-            )
-        splice = False
     if splice:
         spliced = splicing.trySplice(
             client,
@@ -129,18 +110,7 @@ def startRelay(
             return spliced
     clientTransport = client.transport
     upstreamTransport = upstream.transport
-    if gssapi is not None:
-        from socksd.server.relay.gssapi import GssapiRelay
-
-        relay: Any = GssapiRelay(
-            clientTransport, upstreamTransport, reactor, gssapi, idleTimeout, record
-        )
-        if gssapi.early:
-            early, gssapi.early = gssapi.early, b""
-            relay.up.count += len(early)
-            upstreamTransport.write(early)
-    else:
-        relay = Relay(clientTransport, upstreamTransport, reactor, idleTimeout, record)
+    relay = relayClass(clientTransport, upstreamTransport, reactor, idleTimeout, record)
     if record is not None:
         record.relay = relay
     if noDelay:

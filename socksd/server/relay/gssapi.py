@@ -15,14 +15,15 @@ and C{bytesDown}, RADIUS accounting) are those of the data relayed, not of
 the frames.
 
 splice(2) cannot serve such tunnels (every byte passes through the
-context), so L{socksd.server.relay.startRelay} uses this relay for them
-whatever C{--no-splice} says.  Backpressure, half-close, teardown, the idle
+context), so L{startGssapiRelay} starts them with this relay whatever
+C{--no-splice} says (and logs that once).  Backpressure, half-close, teardown, the idle
 timeout and bandwidth caps are the ordinary relay's
 (L{socksd.server.relay.stream.Relay}).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from twisted.logger import Logger
@@ -32,9 +33,12 @@ from socksd.server.relay._transport import abortTransport, unregisterProducer
 from socksd.server.relay.stream import Relay, RelayDirection
 from socksd.wire.gssapi import MTYP_DATA, FrameDecoder, encodeFrame
 
-__all__ = ["GssapiRelay", "UnwrappingDirection", "WrappingDirection"]
+__all__ = ["GssapiRelay", "UnwrappingDirection", "WrappingDirection", "startGssapiRelay"]
 
 log = Logger()
+
+#: The log said once that GSS-API tunnels are not spliced.
+_saidNoSplice = False
 
 
 class UnwrappingDirection(RelayDirection):
@@ -128,9 +132,10 @@ class GssapiRelay(Relay):
         clientTransport: Any,
         upstreamTransport: Any,
         reactor: Any,
-        tunnel: Any,
         idleTimeout: float | None = None,
         record: Any = None,
+        *,
+        tunnel: Any,
     ) -> None:
         super().__init__(clientTransport, upstreamTransport, reactor, idleTimeout, record)
         self.tunnel = tunnel
@@ -149,3 +154,41 @@ class GssapiRelay(Relay):
         for transport in (self.up.source, self.down.source):
             unregisterProducer(transport)
             abortTransport(transport)
+
+
+def startGssapiRelay(
+    client: Any,
+    upstream: Any,
+    reactor: Any,
+    tunnel: Any,
+    splice: bool = False,
+    **kwargs: Any,
+) -> GssapiRelay:
+    """
+    L{socksd.server.relay.startRelay} for a tunnel whose client agreed
+    integrity or confidentiality: a L{GssapiRelay}, never splice(2) (when
+    C{splice} was allowed, the log says once why it is not used).  The
+    plain bytes the client sent inside its request's frame
+    (C{tunnel.early}) reach the destination first.
+
+    @param tunnel: the handshake's L{socksd.handshake.socks5.GssapiTunnel}.
+    @param kwargs: L{socksd.server.relay.startRelay}'s.
+    """
+    global _saidNoSplice
+    from socksd.server.relay import startRelay
+
+    if splice and not _saidNoSplice:
+        _saidNoSplice = True
+        log.info(
+            "GSS-API protected tunnels are relayed by the framing relay,"
+            " not splice(2): every byte is wrapped or unwrapped"
+        )
+    early, tunnel.early = tunnel.early, b""
+    if early:
+        upstream.transport.write(early)
+    relay = startRelay(
+        client, upstream, reactor, splice=False, relayClass=partial(GssapiRelay, tunnel=tunnel),
+        **kwargs,
+    )
+    relay.up.count += len(early)
+    return relay
