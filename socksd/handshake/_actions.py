@@ -17,8 +17,9 @@ actions, in order, for the connection to carry out:
   - L{AcceptContext}: (RFC 1961, SOCKS5 method 01) step the server's
     GSS-API context with the client's token; the connection does it off
     the reactor thread (the GSS-API library reads the keytab and the
-    replay cache) and answers with L{ServerHandshake.contextStep} or
-    L{ServerHandshake.contextFailed}, which return more actions.
+    replay cache) and answers with C{contextStep} or
+    C{contextFailed} (of L{socksd.handshake.socks5.GssapiSocks5Handshake}),
+    which return more actions.
 
 Nothing here imports Twisted: the handshakes are tested with hex vectors fed
 at every split, like the codecs.

@@ -14,9 +14,11 @@ L{Socks5Handshake} takes the client's bytes through three steps:
      as are RFC 1929 credentials sent after method 00;
   3. the request: a L{RequestReady}.
 
-With GSS-API configured (L{HandshakeSettings.gssapiLevels}), method 01
-(RFC 1961) runs between 1 and 3: each context token of the client goes out
-in an L{AcceptContext}, answered by L{Socks5Handshake.contextStep} (the
+With GSS-API configured (L{HandshakeSettings.gssapiLevels}), the server
+uses L{GssapiSocks5Handshake} (L{Socks5Handshake}, which every other
+server uses, carries nothing of it), and method 01 (RFC 1961) runs between
+1 and 3: each context token of the client goes out
+in an L{AcceptContext}, answered by L{GssapiSocks5Handshake.contextStep} (the
 server's token goes back; once the context is complete, its principal is
 the user); then the protection-level sub-negotiation, where the server
 picks a level it accepts (L{chooseLevel}); then, at integrity or
