@@ -586,6 +586,9 @@ class FreeRadius:
         conf = re.sub(r"(?m)^logdir = .*$", f"logdir = {top}", conf)
         conf = re.sub(r"(?m)^run_dir = .*$", f"run_dir = {top}", conf)
         conf = re.sub(r"(?m)^(\s*)(user|group) = freerad$", r"\1#\2 = freerad", conf)
+        # Rejects at once (the default waits a second), so that a test's
+        # timeouts race nothing.
+        conf = re.sub(r"(?m)^(\s*)reject_delay = .*$", r"\1reject_delay = 0", conf)
         (raddb / "radiusd.conf").write_text(conf)
         for name in ("mods-enabled/eap", "sites-enabled/inner-tunnel", "sites-enabled/default"):
             path = raddb / name
