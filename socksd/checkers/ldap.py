@@ -134,7 +134,7 @@ class LdapChecker(ThreadPoolChecker):
             )
         elif "{user}" not in self.filter:
             raise ValueError("filter= must hold {user}")
-        self.timeout = number(settings, "timeout", 5.0, float, 0)
+        self.timeout = number(settings, "timeout", 5.0, float, 0, 3600)
         super().__init__(
             self._authenticate,
             number(settings, "pool", 4, int, 1, 256),

@@ -204,6 +204,7 @@ class LdapSettingsTests(SynchronousTestCase):
             ("host=a", "give userdn=TEMPLATE"),
             ("host=a:base=dc=x:binddn=cn=s", "give userdn=TEMPLATE"),
             ("host=a:userdn={user}:timeout=soon", "timeout= must be a number"),
+            ("host=a:userdn={user}:timeout=inf", "timeout= must be more than 0 and at most 3600"),
             ("host=a:userdn={user}:pool=0", "pool= must be at least 1"),
             ("host=a:userdn={user}:port=70000", "port= must be at least 1 and at most 65535"),
         ):
