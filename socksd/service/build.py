@@ -4,9 +4,10 @@ The service of C{twistd socksd}, built from its L{Options}: L{makeService}.
 It holds one listening service per C{--listen} description (Twisted's
 strports, with the backlog of L{withBacklog}; L{FastOpenEndpoint}s with
 C{--tcp-fastopen}; the services of L{socksd.service.workers} with
-C{--workers} and in a worker), the metrics (C{--metrics}), the raised
-open-file limit, and the rules reloaded on SIGHUP (C{--rules}), all under
-one C{MultiService}.
+C{--workers} and in a worker), the metrics (C{--metrics}) and the raised
+open-file limit, all under
+one C{MultiService}; and the L{Reloader}, which reloads the configuration
+on SIGHUP.
 """
 
 from __future__ import annotations
@@ -14,20 +15,28 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.internet import endpoints
 from twisted.logger import Logger
 
 from socksd.service.filelimit import RaiseFileLimit
-from socksd.service.listen import FastOpenEndpoint, withBacklog
+from socksd.service.listen import FastOpenEndpoint, listeningService, withBacklog
 from socksd.service.options import Options
 
-__all__ = ["makeService"]
+__all__ = ["makeService", "Reloader", "RESTART_OPTIONS"]
 
 log = Logger()
 
-def _applyLimits(options: Options, factory, reactor) -> None:
-    """Give C{factory} the connection and bandwidth limits of C{options}."""
+def _applyLimits(
+    options: Options, factory: Any, reactor: Any, reloading: bool = False
+) -> None:
+    """
+    Give C{factory} the connection and bandwidth limits of C{options}.
+
+    @param reloading: the factory is serving: connection caps change in
+        place (the connections up count against the new caps), and limits
+        the options no longer set are removed.
+    """
     from socksd.server.limits import BandwidthLimits, ConnectionLimits
 
     caps = [
@@ -35,26 +44,37 @@ def _applyLimits(options: Options, factory, reactor) -> None:
         options["max-connections-per-client"] or None,
         options["max-connections-per-user"] or None,
     ]
-    if any(caps):
+    limits = factory.limits
+    if reloading and limits is not None:
+        limits.maxTotal, limits.maxPerClient, limits.maxPerUser = caps
+    elif any(caps):
         factory.limits = ConnectionLimits(*caps)
     rates = options["bandwidth-per-client"], options["bandwidth-per-user"]
+    bandwidth = factory.bandwidth
     if any(rate is not None for rate in rates):
-        factory.bandwidth = BandwidthLimits(reactor, *rates)
+        if bandwidth is None or (bandwidth.perClient, bandwidth.perUser) != rates:
+            factory.bandwidth = BandwidthLimits(reactor, *rates)
+    elif reloading:
+        factory.bandwidth = None
     if options["outgoing-address"] is not None:
         factory.outgoingAddress = (options["outgoing-address"], 0)
+    elif reloading:
+        factory.outgoingAddress = None
 
 
-def makeService(options: Options) -> service.IService:
+def _parts(options: Options, reactor: Any) -> dict[str, Any]:
     """
-    Build the socksd service: one listening port per C{--listen}.
+    What the options make of a server, apart from its listeners: the
+    resolver, the upstream, the policy, the authenticator and the
+    L{ServerConfig}.  Built at start and again on every reload.
     """
-    from twisted.internet import reactor
-
-    from socksd.server import ServerConfig, SocksServerFactory
     from socksd.resolve import resolverFromSpec
+    from socksd.server import ServerConfig
     from socksd.upstream.spec import upstreamFromOptions
 
-    resolver = resolverFromSpec(reactor, options["resolver"])
+    resolver = resolverFromSpec(
+        reactor, options["resolver"], timeout=options["connect-timeout"]
+    )
     policy = options["policy"]
     addressFilter = None
     if policy is not None and policy.requireResolvedCheck:
@@ -93,14 +113,30 @@ def makeService(options: Options) -> service.IService:
         splice=not options["no-splice"],
         socks6Dns=bool(options["socks6-dns"]),
     )
-    factory = SocksServerFactory(
-        reactor,
+    return dict(
         upstream=upstream,
         resolver=resolver,
         policy=policy,
         authenticator=authenticator,
         config=config,
     )
+
+
+#: The options a reload cannot change: the listeners and the processes.
+RESTART_OPTIONS = ("listen", "workers", "tcp-fastopen", "metrics", "inherit-fds")
+
+
+def makeService(options: Options) -> service.IService:
+    """
+    Build the socksd service: one listening port per C{--listen}, and the
+    reload on SIGHUP.
+    """
+    from twisted.internet import reactor
+
+    from socksd.server import SocksServerFactory
+
+    running = {name: _copy(options[name]) for name in RESTART_OPTIONS}
+    factory = SocksServerFactory(reactor, **_parts(options, reactor))
     _applyLimits(options, factory, reactor)
     # Twisted's listen backlog is 50 unless the description says backlog=.
     options["listen"] = [withBacklog(d) for d in options["listen"]]
@@ -111,27 +147,23 @@ def makeService(options: Options) -> service.IService:
 
         listening = workers.serviceFor(options, factory, reactor)
         listening.setServiceParent(top)
-    elif options["tcp-fastopen"]:
-        from twisted.application.internet import StreamServerEndpointService
-
-        for description in options["listen"]:
-            endpoint = FastOpenEndpoint(
-                endpoints.serverFromString(reactor, description), options["tcp-fastopen"]
-            )
-            listener = StreamServerEndpointService(endpoint, factory)
-            listener._raiseSynchronously = True  # as strports.service does
-            listener.setServiceParent(top)
     else:
         for description in options["listen"]:
-            strports.service(description, factory).setServiceParent(top)
+            endpoint = endpoints.serverFromString(reactor, description)
+            if options["tcp-fastopen"]:
+                endpoint = FastOpenEndpoint(endpoint, options["tcp-fastopen"])
+            listeningService(description, endpoint, factory).setServiceParent(top)
     if options["metrics"]:
         _addMetrics(options, factory, reactor, top, listening)
     RaiseFileLimit().setServiceParent(top)
-    if options["rules"] and policy is not None:
-        # With --workers, the parent passes SIGHUP on to its workers.
-        forward = getattr(listening, "signalWorkers", None)
-        _ReloadOnHangup(policy, reactor, forward).setServiceParent(top)
+    # With --workers, the parent passes SIGHUP on to its workers.
+    forward = getattr(listening, "signalWorkers", None)
+    Reloader(options, running, factory, reactor, forward).setServiceParent(top)
     return top
+
+
+def _copy(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else value
 
 
 def _addMetrics(
@@ -143,7 +175,7 @@ def _addMetrics(
     L{socksd.service.workers.WorkersService}), which alone serves them.
     """
     from socksd.service import workers
-    from socksd.service.metrics import Metrics, metricsService
+    from socksd.service.metrics import Metrics, metricsSite
 
     if options["workers"] > 1 and not options["inherit-fds"]:
         served: Any = workers.WorkersMetrics(listening)
@@ -152,21 +184,42 @@ def _addMetrics(
         if options["inherit-fds"]:
             workers.MetricsReporter(served, reactor, sys.stdout).setServiceParent(top)
             return
-    metricsService(options["metrics"], served, reactor).setServiceParent(top)
+    endpoint = endpoints.serverFromString(reactor, options["metrics"])
+    listeningService(options["metrics"], endpoint, metricsSite(served)).setServiceParent(top)
 
 
-class _ReloadOnHangup(service.Service):
+class Reloader(service.Service):
     """
-    Reload the rules file on SIGHUP (as Dante and Tor do), without dropping
-    connections; a bad file keeps the old rules and logs an error.
+    Reload the configuration on SIGHUP (as Dante and Tor do), without
+    dropping a tunnel: the command line is parsed again, over the
+    configuration file read again, and the rules, users, upstreams and
+    routes, resolver, limits, bandwidth and timeouts of the new options
+    replace the running ones.  Tunnels already up keep what they started
+    with.
+
+    A configuration that does not parse, or that would open the proxy (the
+    open-proxy guard runs again), is refused: the running one stays, and
+    the error is logged.  A changed listener (or worker count, metrics
+    endpoint) is logged as needing a restart.
     """
 
-    def __init__(self, policy, reactor, forward=None) -> None:
+    def __init__(
+        self,
+        options: Options,
+        running: dict[str, Any],
+        factory: Any,
+        reactor: Any,
+        forward: Any = None,
+    ) -> None:
         """
+        @param options: the options in force.
+        @param running: the values of L{RESTART_OPTIONS} in force.
         @param forward: called with C{"HUP"} on each SIGHUP (the workers'
             parent passes the signal on), or L{None}.
         """
-        self._policy = policy
+        self.options = options
+        self._running = running
+        self._factory = factory
         self._reactor = reactor
         self._forward = forward
         self._previous = None
@@ -176,20 +229,62 @@ class _ReloadOnHangup(service.Service):
 
         super().startService()
 
-        def hangup(signum, frame) -> None:
-            self._reactor.callFromThread(self._reload)
+        def hangup(signum: int, frame: Any) -> None:
+            self._reactor.callFromThread(self.reload)
 
         self._previous = signal.signal(signal.SIGHUP, hangup)
 
-    def _reload(self) -> None:
-        if self._forward is not None:
-            self._forward("HUP")
-        if self._policy.reload():
-            log.info("reloaded the rules on SIGHUP")
-
-    def stopService(self) -> None:
+    def stopService(self) -> Any:
         import signal
 
         if self._previous is not None:
             signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
         return super().stopService()
+
+    def reload(self) -> bool:
+        """
+        Reload now (what SIGHUP does).
+
+        @return: C{True} when the new configuration is in force.
+        """
+        from twisted.python import usage
+
+        if self._forward is not None:
+            self._forward("HUP")
+        new = type(self.options)()
+        try:
+            new.parseOptions(list(self.options.get("argv", [])))
+            parts = _parts(new, self._reactor)
+        except (usage.UsageError, ValueError, OSError) as error:
+            log.error(
+                "reload refused, keeping the running configuration: {error}",
+                error=str(error),
+            )
+            return False
+        for name in RESTART_OPTIONS:
+            if new[name] != self._running[name]:
+                log.warn(
+                    "--{option} changed from {old!r} to {new!r}: restart socksd "
+                    "to apply it (the running value stays)",
+                    option=name,
+                    old=self._running[name],
+                    new=new[name],
+                )
+        factory = self._factory
+        factory.config = parts["config"]
+        factory.upstream = parts["upstream"]
+        factory.resolver = parts["resolver"]
+        factory.policy = parts["policy"]
+        factory.authenticator = parts["authenticator"]
+        from socksd.server.factory import defaultHandlers
+
+        factory.handlers = dict(defaultHandlers(factory.config))
+        _applyLimits(new, factory, self._reactor, reloading=True)
+        self.options = new
+        log.info("reloaded the configuration on SIGHUP")
+        return True
+
+
+#: The old name of L{Reloader}.
+_ReloadOnHangup = Reloader

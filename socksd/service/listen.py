@@ -1,7 +1,8 @@
 """
-How socksd listens: the listen backlog it asks for (L{withBacklog}), and
+How socksd listens: the listen backlog it asks for (L{withBacklog}),
 C{TCP_FASTOPEN} on the listening sockets (L{FastOpenEndpoint}, for
-C{--tcp-fastopen}).
+C{--tcp-fastopen}), and a failure to listen told in one line
+(L{listeningService}, L{StartupError}).
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
-__all__ = ["LISTEN_BACKLOG", "withBacklog", "FastOpenEndpoint"]
+__all__ = [
+    "LISTEN_BACKLOG",
+    "withBacklog",
+    "FastOpenEndpoint",
+    "StartupError",
+    "explainListenError",
+    "listeningService",
+    "reportStartupErrors",
+]
 
 log = Logger()
 
@@ -74,3 +83,91 @@ class FastOpenEndpoint:
             return port
 
         return self._endpoint.listen(factory).addCallback(setOption)
+
+
+class StartupError(Exception):
+    """
+    socksd cannot start (a port already in use, say): one line for the
+    operator, with no traceback (see L{reportStartupErrors}).
+    """
+
+
+def explainListenError(description: str, error: Any) -> str:
+    """
+    The one line that tells why listening on C{description} failed, from
+    Twisted's C{CannotListenError}: C{127.0.0.1:1080 is already in use}.
+    """
+    import errno
+
+    host = getattr(error, "interface", "") or "*"
+    port = getattr(error, "port", "")
+    where = f"{host}:{port}" if port not in ("", None) else str(host)
+    if isinstance(port, str) and port.startswith("/"):
+        where = port
+    cause = getattr(error, "socketError", None)
+    number = getattr(cause, "errno", None)
+    if number is None and cause is not None and getattr(cause, "args", None):
+        first = cause.args[0]
+        number = first if isinstance(first, int) else None
+    if number == errno.EADDRINUSE:
+        why = f"{where} is already in use"
+    elif number in (errno.EACCES, errno.EPERM):
+        why = (
+            f"{where}: permission denied (ports below 1024 need root or "
+            "CAP_NET_BIND_SERVICE)"
+        )
+    elif number == errno.EADDRNOTAVAIL:
+        why = f"{host} is not an address of this host"
+    else:
+        text = getattr(cause, "strerror", None) or str(cause or error)
+        why = f"{where}: {text}"
+    return f"cannot listen on {description}: {why}"
+
+
+def reportStartupErrors() -> None:
+    """
+    Make an uncaught L{StartupError} end the program with its one line on
+    standard error (and status 1), not a traceback: under C{twistd -n} the
+    error of a service's start goes up to the top.  (Daemonized, twistd
+    reports the error itself, through its status pipe.)
+    """
+    import sys
+
+    previous = sys.excepthook
+    if getattr(previous, "socksdStartupHook", False):
+        return
+
+    def hook(kind: Any, value: BaseException, traceback: Any) -> None:
+        if isinstance(value, StartupError):
+            sys.stderr.write(f"twistd socksd: error: {value}\n")
+        else:
+            previous(kind, value, traceback)
+
+    hook.socksdStartupHook = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
+def listeningService(
+    description: str, endpoint: IStreamServerEndpoint, factory: Any
+) -> Any:
+    """
+    A service listening on C{endpoint} with C{factory}, started at once
+    (as C{strports.service} does), whose failure to listen is a
+    L{StartupError} that names C{description} and the reason.
+    """
+    from twisted.application.internet import StreamServerEndpointService
+    from twisted.internet.error import CannotListenError
+
+    class Listening(StreamServerEndpointService):
+        def privilegedStartService(self) -> None:
+            try:
+                super().privilegedStartService()
+            except CannotListenError as error:
+                reportStartupErrors()
+                message = explainListenError(description, error)
+                log.error("{message}", message=message)
+                raise StartupError(message) from None
+
+    service = Listening(endpoint, factory)
+    service._raiseSynchronously = True
+    return service

@@ -327,20 +327,25 @@ class HangupTests(SynchronousTestCase):
 
     def test_reloadForwards(self) -> None:
         """
-        The SIGHUP handler of C{twistd socksd} passes the signal on before
-        reloading its own rules.
+        The SIGHUP handler of C{twistd socksd} passes the signal on (to the
+        workers) before reloading its own configuration.
         """
-        from socksd.tap import _ReloadOnHangup
+        from twisted.internet.testing import MemoryReactorClock
 
+        from socksd.server import SocksServerFactory
+        from socksd.service.build import RESTART_OPTIONS, Reloader
+        from socksd.tap import Options
+
+        options = Options()
+        options.parseOptions(["--max-connections", "5"])
+        reactor = MemoryReactorClock()
+        factory = SocksServerFactory(reactor)
         calls: list[str] = []
-
-        class Policy:
-            def reload(self) -> bool:
-                calls.append("reload")
-                return True
-
-        _ReloadOnHangup(Policy(), None, calls.append)._reload()
-        self.assertEqual(calls, ["HUP", "reload"])
+        running = {name: options[name] for name in RESTART_OPTIONS}
+        reloader = Reloader(options, running, factory, reactor, calls.append)
+        self.assertTrue(reloader.reload())
+        self.assertEqual(calls, ["HUP"])
+        self.assertEqual(factory.limits.maxTotal, 5)
 
 
 def _recordFor(command: int = 1, relayed: tuple[int, int] | None = None) -> Any:
