@@ -224,9 +224,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     #: The name usage errors are prefixed with when they end the program
     #: (under twistd, or the socksd command).
     program = "twistd socksd"
-    #: End the program with a short message on a usage error, rather than
-    #: raise it; twistd's subcommands (C{parent} set) always do.
-    exitOnUsageError = False
+    #: End the program with a short message on a usage error (C{True}), or
+    #: raise it (C{False}); L{None}: end it under twistd (C{parent} set).
+    exitOnUsageError: bool | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -260,7 +260,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             self._loadConfig(argv)
             super().parseOptions(argv)
         except usage.UsageError as error:
-            if self.parent is None and not self.exitOnUsageError:
+            exit = self.exitOnUsageError
+            if exit is None:
+                exit = self.parent is not None
+            if not exit:
                 raise
             sys.stderr.write(
                 f"{self.program}: error: {error}\n"

@@ -6,8 +6,10 @@ The parent (the C{twistd} process) listens on every C{--listen} description
 itself, never accepts (its ports stop reading at once), and starts the
 workers with L{twisted.internet.interfaces.IReactorProcess.spawnProcess},
 passing the listening sockets as inherited file descriptors 3, 4, ...  Each
-worker is C{python -m socksd.service.worker OPTIONS --inherit-fds 3,4}
-(L{socksd.service.worker}): it builds the same service from the same
+worker is C{python -m socksd.service.worker --inherit-fds 3,4}
+(L{socksd.service.worker}), given the parent's options as a line on its
+standard input (never on its command line, where C{ps} would show the
+passwords they may hold): it builds the same service from the same
 options, adopts the sockets with C{reactor.adoptStreamPort}
 (L{AdoptedPortsService}), and runs its own reactor, so the kernel spreads
 the connections over the workers.
@@ -87,6 +89,11 @@ def checkListens(descriptions: Sequence[str]) -> None:
                 f"--workers cannot share {description!r}: only tcp, tcp6 and "
                 "unix listeners can be shared by worker processes"
             )
+
+
+def argumentsLine(arguments: Sequence[str]) -> bytes:
+    """The line that gives a worker its socksd options (as JSON)."""
+    return json.dumps(list(arguments)).encode("utf-8") + b"\n"
 
 
 def workerArguments(argv: Sequence[str]) -> list[str]:
@@ -232,6 +239,17 @@ class WorkersService(service.Service):
             failures: list[Failure] = []
             deferred.addErrback(failures.append)
             if failures:
+                if failures[0].check(error.CannotListenError):
+                    from socksd.service.listen import (
+                        StartupError,
+                        explainListenError,
+                        reportStartupErrors,
+                    )
+
+                    reportStartupErrors()
+                    message = explainListenError(description, failures[0].value)
+                    log.error("{message}", message=message)
+                    raise StartupError(message)
                 failures[0].raiseException()
             port = ports[0]
             port.stopReading()
@@ -255,19 +273,23 @@ class WorkersService(service.Service):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env["SOCKSD_WORKER"] = str(index)
+        env["SOCKSD_WORKER_ARGUMENTS"] = "stdin"
+        # The socksd options (which may hold passwords: --auth memory:...,
+        # upstream URLs with credentials) go over the worker's standard
+        # input, never on its command line, where ps would show them.
         args = [
             self._executable,
             "-m",
             "socksd.service.worker",
-            *self._arguments,
             "--inherit-fds",
             ",".join(map(str, fds)),
         ]
         protocol = _WorkerProtocol(self, index)
         self.workers[index] = protocol
-        self._reactor.spawnProcess(
+        transport = self._reactor.spawnProcess(
             protocol, self._executable, args, env=env, childFDs=childFDs
         )
+        transport.writeToChild(0, argumentsLine(self._arguments))
 
     def _ended(self, worker: _WorkerProtocol, reason: Failure) -> None:
         if self.workers.get(worker.index) is worker:

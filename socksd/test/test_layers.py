@@ -85,6 +85,7 @@ LAYERS: tuple[Layer, ...] = (
             "socksd.auth.*",
             "socksd.isolation.*",
             "socksd.ratelimit.*",
+            "socksd.htpasswd.*",
         ),
     ),
     Layer("client", ("socksd.client.*",)),
