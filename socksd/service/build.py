@@ -148,11 +148,11 @@ def makeService(options: Options) -> service.IService:
         listening = workers.serviceFor(options, factory, reactor)
         listening.setServiceParent(top)
     else:
-        for description in options["listen"]:
+        for given, description in zip(running["listen"], options["listen"]):
             endpoint = endpoints.serverFromString(reactor, description)
             if options["tcp-fastopen"]:
                 endpoint = FastOpenEndpoint(endpoint, options["tcp-fastopen"])
-            listeningService(description, endpoint, factory).setServiceParent(top)
+            listeningService(given, endpoint, factory).setServiceParent(top)
     if options["metrics"]:
         _addMetrics(options, factory, reactor, top, listening)
     RaiseFileLimit().setServiceParent(top)
@@ -181,6 +181,7 @@ def _addMetrics(
         served: Any = workers.WorkersMetrics(listening)
     else:
         served = factory.metrics = Metrics()
+        served.watchUpstreams(lambda: factory.upstream)
         if options["inherit-fds"]:
             workers.MetricsReporter(served, reactor, sys.stdout).setServiceParent(top)
             return

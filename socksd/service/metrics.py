@@ -23,12 +23,16 @@ C{worker} label (see L{socksd.service.workers}).  The series:
   - C{socksd_handshake_seconds}: a histogram of the time from connecting to
     a complete request;
   - C{socksd_tunnels}: the tunnels open now;
-  - C{socksd_auth_failures_total}: failed logins.
+  - C{socksd_auth_failures_total}: failed logins;
+  - C{socksd_upstream_up{upstream}}: 1 while a chained upstream proxy is
+    up, 0 while it is marked down (its back-off; see
+    L{socksd.upstream.chain.UpstreamHealth});
+  - C{socksd_upstream_failures_total{upstream}}: that proxy's failures.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["Metrics", "metricsService", "refusalKind"]
 
@@ -93,6 +97,14 @@ class Metrics:
             "socksd_auth_failures", "Failed logins.", registry=self.registry
         )
 
+    def watchUpstreams(self, upstream: Callable[[], Any]) -> None:
+        """
+        Export the health of the upstream proxies that C{upstream()} (the
+        factory's upstream, read at each scrape: a reload may change it)
+        uses: C{socksd_upstream_up} and C{socksd_upstream_failures_total}.
+        """
+        self.registry.register(_UpstreamCollector(upstream))
+
     def handshakeDone(self, seconds: float) -> None:
         """A client's request is complete, C{seconds} after it connected."""
         self.handshakeSeconds.observe(max(0.0, seconds))
@@ -140,6 +152,36 @@ class Metrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+class _UpstreamCollector:
+    """The upstream proxies' health, for C{prometheus_client}."""
+
+    def __init__(self, upstream: Callable[[], Any]) -> None:
+        self._upstream = upstream
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from socksd.upstream.chain import upstreamHealths
+
+        up = GaugeMetricFamily(
+            "socksd_upstream_up",
+            "1 while an upstream proxy is up, 0 while it is marked down.",
+            labels=["upstream"],
+        )
+        failures = CounterMetricFamily(
+            "socksd_upstream_failures",
+            "Failures of an upstream proxy (refused, timed out, broken handshake).",
+            labels=["upstream"],
+        )
+        for health in upstreamHealths(self._upstream()):
+            up.add_metric([health.name], 1.0 if health.up else 0.0)
+            failures.add_metric([health.name], float(health.failuresTotal))
+        return [up, failures]
 
 
 def metricsService(description: str, metrics: Metrics, reactor: Any) -> Any:
