@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 from base64 import b64encode
-from ipaddress import IPv6Address
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
@@ -63,7 +62,7 @@ _ERRORS = {
 def authority(destination: Destination) -> bytes:
     """C{host:port} of a CONNECT request (IPv6 in brackets)."""
     host = destination.hostText()
-    if isinstance(destination.host, IPv6Address):
+    if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     try:
         encoded = host.encode("ascii")
