@@ -259,6 +259,10 @@ class DnsResolver:
     IPv4 first; reverse lookups ask for PTR records in C{in-addr.arpa} or
     C{ip6.arpa}.  CNAME chains are followed (up to L{MAX_CNAME_CHAIN} links),
     with further queries when the server's answer stops at an alias.
+
+    Answers are kept in twisted.names' cache (C{CacheResolver}) for their
+    records' TTL, clamped to C{minTTL} and C{maxTTL}; a lookup's result is
+    a L{ResolvedAddresses} that carries that TTL.
     """
 
     def __init__(
@@ -270,6 +274,7 @@ class DnsResolver:
         minTTL: float = MIN_TTL,
         maxTTL: float = MAX_TTL,
         maxEntries: int = 4096,
+        clock: Any = None,
     ) -> None:
         """
         @param reactor: an C{IReactorUDP} and C{IReactorTCP} (TCP for
@@ -282,6 +287,7 @@ class DnsResolver:
         @param minTTL: the fewest seconds an answer is kept in the cache.
         @param maxTTL: the most seconds an answer is kept in the cache.
         @param maxEntries: the most answers the cache keeps.
+        @param clock: the cache's C{IReactorTime} (default: C{reactor}).
         @raise ValueError: C{host} is not an IP address, or C{port} is out of
             range.
         """
@@ -298,7 +304,7 @@ class DnsResolver:
         self._timeout = tuple(timeout)
         self._client = dnsclient.Resolver(servers=[self.server], reactor=reactor)
         #: The answers kept, each for its TTL (clamped): twisted.names' cache.
-        self.cache = _BoundedCache(reactor, minTTL, maxTTL, maxEntries)
+        self.cache = _BoundedCache(clock or reactor, minTTL, maxTTL, maxEntries)
 
     def __repr__(self) -> str:
         host, port = self.server
