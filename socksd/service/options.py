@@ -12,7 +12,6 @@ file (C{--config}; L{socksd.service.configfile}).
 from __future__ import annotations
 
 import getopt
-import os
 import sys
 from ipaddress import ip_address
 from typing import Any
