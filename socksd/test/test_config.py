@@ -652,3 +652,34 @@ class MemoryReloadTests(SynchronousTestCase):
         path.write_text("max-connections = 5\n")
         self.assertTrue(reloader.reload())
         self.assertEqual(factory.limits.maxTotal, 5)
+
+
+class ExampleFileTests(SynchronousTestCase):
+    """
+    docs/socksd.example.toml, the configuration page's complete example,
+    is a configuration socksd accepts.
+    """
+
+    def test_exampleParses(self) -> None:
+        """
+        The example parses, with its password file in place, and sets what
+        it says.
+        """
+        from socksd.test.test_plugin import sourceTree
+
+        source = sourceTree()
+        if source is None or not (source / "docs" / "socksd.example.toml").is_file():
+            raise self.skipTest("needs docs/ from a checkout (set SOCKSD_SOURCE)")
+        htpasswd = Path(self.mktemp())
+        htpasswd.write_text("alice:$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1\n")
+        text = (source / "docs" / "socksd.example.toml").read_text()
+        self.assertIn("/etc/socksd/htpasswd", text)
+        path = writeFile(self, text.replace("/etc/socksd/htpasswd", str(htpasswd)))
+        options = parse("--config", path)
+        self.assertEqual(options["listen"][0], "tcp:1080:interface=0.0.0.0")
+        self.assertEqual(options["versions"], frozenset({5, 6}))
+        self.assertEqual(options["max-connections-per-user"], 32)
+        self.assertEqual(options["bandwidth-per-user"], 2_000_000)
+        self.assertTrue(options["deny-private-destinations"])
+        self.assertEqual(len(options["policy"].destinationRules), 2)
+        self.assertFalse(options["policy"].passesEveryClient())
