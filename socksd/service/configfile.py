@@ -124,7 +124,9 @@ class OptionType:
 
     def __init__(self, option: str) -> None:
         self.option = option
-        self.coerceDoc = f"(expects {self.expected})"
+        #: What usage.Options adds to the option's help: nothing (the help
+        #: text says it).
+        self.coerceDoc = ""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} --{self.option}>"

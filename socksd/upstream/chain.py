@@ -1,6 +1,6 @@
 r"""
-Chaining: reaching destinations through another SOCKS proxy, with routing
-rules and failover.
+Chaining: reaching destinations through another proxy (SOCKS, HTTP
+CONNECT), with routing rules, failover and back-off.
 
   - L{ChainUpstream}: every destination through one proxy, named by a
     socksd client endpoint description without host or port
@@ -10,11 +10,18 @@ rules and failover.
     username/password pair (distinct keys, distinct pairs; Tor isolates
     streams by them), and the client's proposal 229 pairs travel as
     C{pair.KEY=VALUE}s.
-  - L{FailoverUpstream}: several upstreams in order; when one cannot be
-    used (its proxy is unreachable, times out, closes or breaks the
-    handshake, refuses the credentials), the next is tried and the
+  - L{HTTPConnectUpstream}: every destination through an HTTP proxy's
+    CONNECT (C{http://} and C{https://} URLs);
+  - L{LocallyResolvingUpstream}: names resolved here, addresses sent to
+    the proxy (C{socks4://} and C{socks5://} URLs);
+  - L{FailoverUpstream}: several upstreams (or one) in order; when one
+    cannot be used (its proxy is unreachable, times out, closes or breaks
+    the handshake, refuses the credentials), the next is tried and the
     failure logged.  A proxy that I{answers} with a failure reply (the
-    destination refused, unreachable, not allowed ...) is final.
+    destination refused, unreachable, not allowed ...) is final.  A proxy
+    that fails is marked down (its L{UpstreamHealth}) and skipped for an
+    interval that grows from L{BACKOFF_FIRST} to L{BACKOFF_MAX} seconds;
+    a proxy's own failure reaches the client as L{UpstreamUnavailable}.
   - L{RoutingUpstream}: rules that pick an upstream per destination, first
     match wins (as Dante's C{route} blocks and proxychains do).
 
