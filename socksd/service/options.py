@@ -236,8 +236,6 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise usage.UsageError("--workers must be at least 1")
         if self["tcp-fastopen"] < 0:
             raise usage.UsageError("--tcp-fastopen takes a queue length (0: off)")
-        if self["tcp-fastopen"] and self["workers"] > 1:
-            raise usage.UsageError("--tcp-fastopen does not work with --workers yet")
         if self["workers"] > 1:
             from socksd.service.workers import checkListens
 
