@@ -22,6 +22,14 @@ Datagrams on the association's socket:
     behind a header naming that host (L{socksd.wire.socks5.buildUdpDatagram});
   - from anyone else: dropped, and logged at most once every
     L{LOG_INTERVAL} seconds per association, with a count.
+
+A destination of the other address family than the association's socket
+(an IPv6 host for an association on 127.0.0.1) is reached through a second
+socket of that family, made on the first such datagram and closed with the
+association (L{socksd.server._udp.AssociationSockets}).  Every datagram
+that cannot be sent (the system refuses it, the family cannot be used
+here) is dropped and logged the same rate-limited way, never with a
+traceback.
 """
 
 from __future__ import annotations
@@ -41,6 +49,13 @@ from socksd.interfaces import ALLOW, Decision
 from socksd.resolve import CachingResolver
 from socksd.server.commands._base import Command
 from socksd.replies import successFor
+from socksd.server._udp import (
+    LOG_INTERVAL,
+    MAX_PENDING,
+    MAX_REMOTES,
+    AssociationSockets,
+    DropLog,
+)
 from socksd.server.relay import boundDestination
 from socksd.server.socks6.stack import applyStackOptions
 from socksd.server.socks6.udp import Socks6Association, listenWithParity
@@ -67,14 +82,6 @@ __all__ = [
 ]
 
 log = Logger()
-
-#: The most datagrams of one association waiting for a name resolution.
-MAX_PENDING = 64
-#: The most remote (address, port) pairs one association remembers as
-#: allowed to answer; the least recently used is forgotten first.
-MAX_REMOTES = 1024
-#: Seconds between two log events about dropped datagrams, per association.
-LOG_INTERVAL = 10.0
 
 _ANY = Destination(IPv4Address(0), 0)
 
@@ -155,6 +162,8 @@ class UdpAssociation(DatagramProtocol):
     One association's UDP socket; see the module docstring.
 
     @ivar port: the listening UDP port.
+    @ivar sockets: the listening port and, once needed, the socket of the
+        other address family (L{AssociationSockets}).
     @ivar clientHost: the only address the client may send from.
     @ivar clientPort: the client's port, once known.
     @ivar bytesUp: payload bytes sent on to destinations.
@@ -182,17 +191,29 @@ class UdpAssociation(DatagramProtocol):
         self.timeout = factory.config.udpTimeout
         self.clientHost = clientHost
         self.clientPort = clientPort
-        self.port: Any = None
+        self.sockets = AssociationSockets(factory.reactor, self)
         self.bytesUp = 0
         self.bytesDown = 0
-        self.dropped = 0
-        self._unlogged = 0
-        self._lastLog: float | None = None
+        self._drops = DropLog(factory.reactor, self.connection.record.client)
         self._remotes: OrderedDict[tuple[Any, int], None] = OrderedDict()
         self._pending = 0
         self._lastActivity = self.reactor.seconds()
         self._timer: Any = None
         self._stopped = False
+
+    @property
+    def port(self) -> Any:
+        """The listening UDP port."""
+        return self.sockets.port
+
+    @port.setter
+    def port(self, port: Any) -> None:
+        self.sockets.port = port
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams dropped since the association started."""
+        return self._drops.dropped
 
     def byteCounts(self) -> tuple[int, int]:
         """Payload bytes (to destinations, to the client), for the log."""
@@ -222,9 +243,7 @@ class UdpAssociation(DatagramProtocol):
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
-        port, self.port = self.port, None
-        if port is not None:
-            port.stopListening()
+        self.sockets.stop()
 
     # Datagrams
 
@@ -247,20 +266,8 @@ class UdpAssociation(DatagramProtocol):
             log.failure("handling a UDP datagram failed")
 
     def _drop(self, why: str) -> None:
-        """Count a dropped datagram; log now and then."""
-        self.dropped += 1
-        self._unlogged += 1
-        now = self.reactor.seconds()
-        if self._lastLog is None or now - self._lastLog >= LOG_INTERVAL:
-            self._lastLog = now
-            log.warn(
-                "UDP association of {client}: dropped {count} datagram(s); "
-                "latest: {why}",
-                client=self.connection.record.client,
-                count=self._unlogged,
-                why=why,
-            )
-            self._unlogged = 0
+        """Count a dropped datagram; log now and then (L{DropLog})."""
+        self._drops(why)
 
     def _fromClient(self, data: bytes, addr: Any) -> None:
         self._lastActivity = self.reactor.seconds()
@@ -298,7 +305,7 @@ class UdpAssociation(DatagramProtocol):
                 return
             address = self._choose(addresses)
             if address is None:
-                self._drop(f"{host} has no address of the socket's family")
+                self._drop(f"{host} has no address")
                 return
             self._send(address, destination.port, payload, destination, decision, True)
 
@@ -310,12 +317,15 @@ class UdpAssociation(DatagramProtocol):
         resolving.addErrback(lambda f: log.failure("sending a UDP datagram failed", f))
 
     def _choose(self, addresses: list[Any]) -> Any:
-        """The first address the socket's family can reach."""
+        """
+        The first address of the listening socket's family, else the first
+        address (sent from the socket of the other family).
+        """
         version = self.clientHost.version
         for address in addresses:
             if address.version == version:
                 return address
-        return None
+        return addresses[0] if addresses else None
 
     def _send(
         self,
@@ -343,8 +353,9 @@ class UdpAssociation(DatagramProtocol):
             self._drop("destination port 0 or bad address")
             return
         try:
-            self.transport.write(payload, (str(address), port))
-        except OSError as error:
+            self.sockets.write(payload, address, port)
+        except Exception as error:
+            # OSError, or Twisted's InvalidAddressError (not an OSError).
             self._drop(f"sending to {address}:{port} failed: {error}")
             return
         self.bytesUp += len(payload)
@@ -359,8 +370,8 @@ class UdpAssociation(DatagramProtocol):
         self._lastActivity = self.reactor.seconds()
         try:
             datagram = buildUdpDatagram(Destination(host, port), data)
-            self.transport.write(datagram, (str(self.clientHost), self.clientPort))
-        except (OSError, MalformedMessage) as error:
+            self.sockets.write(datagram, self.clientHost, self.clientPort)
+        except Exception as error:
             self._drop(f"sending back to the client failed: {error}")
             return
         self.bytesDown += len(data)

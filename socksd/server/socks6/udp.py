@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+from collections import OrderedDict
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
@@ -50,6 +51,8 @@ from twisted.python.failure import Failure
 
 from socksd.address import Destination, hostAddress
 from socksd.errors import MalformedMessage
+from socksd.interfaces import ALLOW, Decision
+from socksd.server._udp import MAX_PENDING, MAX_REMOTES, AssociationSockets, DropLog
 from socksd.wire.socks6 import (
     Parity,
     Socks6UdpStreamCodec,
@@ -66,6 +69,10 @@ log = Logger()
 
 _TCP = "tcp"
 _UDP = "udp"
+_DTLS = "dtls"
+
+#: What a policy that failed to decide amounts to: a refusal.
+_FAILED = Decision(False, "the policy failed to decide")
 
 
 def listenWithParity(
@@ -139,38 +146,64 @@ class Socks6Association(DatagramProtocol):
     of the TCP control connection.
 
     @ivar associationId: the 64-bit ID sent in Association Init.
-    @ivar mappedTo: C{"tcp"} or C{"udp"} once the first datagram came, with
-        C{clientAddress} the client's UDP address for C{"udp"}.
+    @ivar mappedTo: C{"tcp"}, C{"udp"} or C{"dtls"} once the first datagram
+        came, with C{clientAddress} the client's UDP address for C{"udp"}
+        and C{conversation} its DTLS conversation for C{"dtls"}.
+    @ivar sockets: the association's socket and, once needed, the socket of
+        the other address family (L{AssociationSockets}).
+    @ivar relay: the server's DTLS relay
+        (L{socksd.server.socks6.dtls.DtlsRelay}) the association is
+        registered with, or L{None}.
     """
+
+    noisy = False
 
     def __init__(self, pipeline: Any, clientHost: Any) -> None:
         self.pipeline = pipeline
         self.connection = pipeline.connection
         self.context = pipeline.context
+        factory = self.connection.factory
+        self.reactor = factory.reactor
         self.clientHost = clientHost
         self.associationId = secrets.randbits(64)
         self.mappedTo: str | None = None
         self.clientAddress: tuple[str, int] | None = None
-        self.port: Any = None
+        self.conversation: Any = None
+        self.sockets = AssociationSockets(factory.reactor, self)
+        self.relay: Any = None
         #: the socket holding the reserved counterpart port, if any.
         self.reserved: socket.socket | None = None
         #: send Datagram Error messages (the client opted in, and the
         #: socket reports ICMP errors).
         self.reportErrors = False
         self._codec = Socks6UdpStreamCodec(isServer=True)
-        self._remotes: set[tuple[Any, int]] = set()
+        self._remotes: OrderedDict[tuple[Any, int], None] = OrderedDict()
+        self._drops = DropLog(factory.reactor, self.connection.record.client)
+        self._pending = 0
         self._timer: Any = None
         self._active = False
         self._stopped = False
+
+    @property
+    def port(self) -> Any:
+        """The association's UDP socket (its listening port)."""
+        return self.sockets.port
+
+    @port.setter
+    def port(self, port: Any) -> None:
+        self.sockets.port = port
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams dropped since the association started."""
+        return self._drops.dropped
 
     # The idle timer
 
     def startTimer(self) -> None:
         timeout = self.connection.factory.config.udpTimeout
         if timeout is not None:
-            self._timer = self.connection.factory.reactor.callLater(
-                timeout, self._idleCheck
-            )
+            self._timer = self.reactor.callLater(timeout, self._idleCheck)
 
     def _idleCheck(self) -> None:
         self._timer = None
@@ -187,12 +220,14 @@ class Socks6Association(DatagramProtocol):
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
-        port, self.port = self.port, None
-        if port is not None:
-            port.stopListening()
+        self.sockets.stop()
         reserved, self.reserved = self.reserved, None
         if reserved is not None:
             reserved.close()
+        relay, self.relay = self.relay, None
+        if relay is not None:
+            relay.unregister(self)
+        self.conversation = None
 
     # The TCP control connection (its handler)
 
@@ -219,18 +254,25 @@ class Socks6Association(DatagramProtocol):
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         if self._stopped:
             return
+        try:
+            self._datagram(data, addr)
+        except Exception:
+            log.failure("handling a UDP datagram failed")
+
+    def _datagram(self, data: bytes, addr: Any) -> None:
         host, port = addr[0], addr[1]
         sender = hostAddress(host)
         # The client's datagrams: from its host before the mapping, from
-        # its address once mapped to UDP; once mapped to TCP, none come
-        # over UDP (so a destination on the client's own host works).
+        # its address once mapped to UDP; once mapped to TCP or DTLS, none
+        # come over UDP (so a destination on the client's own host works).
         if sender == self.clientHost and (
             self.mappedTo is None
             or (self.mappedTo == _UDP and self.clientAddress == (host, port))
         ):
             try:
                 message = decodeUdpPacket(data)
-            except MalformedMessage:
+            except MalformedMessage as error:
+                self._drop(f"malformed datagram from the client: {error}")
                 return
             if isinstance(message, UdpDatagram):
                 self._fromClient(message, _UDP, (host, port))
@@ -240,6 +282,27 @@ class Socks6Association(DatagramProtocol):
             self._toClient(
                 UdpDatagram(self.associationId, Destination(sender, port), data)
             )
+            return
+        self._drop(f"sender {host}:{port} is neither the client nor a remote")
+
+    def dtlsDatagram(self, message: UdpDatagram, conversation: Any) -> None:
+        """
+        A Datagram message with this association's ID, on a DTLS
+        conversation of the server's DTLS relay: the same checks as over
+        plain UDP (the client's host only, the first transport seen maps
+        the association), then the same relay.
+
+        @param conversation: the DTLS conversation it came on (its
+            C{peerHost}, and C{write(data)} for the answers).
+        """
+        if self._stopped:
+            return
+        if conversation.peerHost != self.clientHost:
+            self._drop(
+                f"DTLS datagram from {conversation.peerHost}, not the client's host"
+            )
+            return
+        self._fromClient(message, _DTLS, conversation)
 
     def datagramErrorReceived(
         self, errorCode: int, address: tuple[str, int], reporter: Any
@@ -266,18 +329,27 @@ class Socks6Association(DatagramProtocol):
 
     # Both ways
 
-    def _fromClient(
-        self, message: UdpDatagram, via: str, address: tuple[str, int] | None
-    ) -> None:
+    def _drop(self, why: str) -> None:
+        """Count a dropped datagram; log now and then (L{DropLog})."""
+        self._drops(why)
+
+    def _fromClient(self, message: UdpDatagram, via: str, where: Any) -> None:
         if message.associationId != self.associationId:
+            self._drop(f"datagram over {via} for another association")
             return
         if self.mappedTo is None:
             self.mappedTo = via
-            self.clientAddress = address
+            if via == _UDP:
+                self.clientAddress = where
+            elif via == _DTLS:
+                self.conversation = where
             self.connection.transport.write(
                 buildMessage(UdpAssociationConfirmation(self.associationId))
             )
-        elif self.mappedTo != via:
+        elif self.mappedTo != via or (
+            via == _DTLS and self.conversation is not where
+        ):
+            self._drop(f"datagram over {via}, but the association is mapped")
             return
         self._active = True
         destination = message.address
@@ -285,44 +357,107 @@ class Socks6Association(DatagramProtocol):
         if not message.payload and destination.port == 0:
             if isinstance(host, (IPv4Address, IPv6Address)) and host.is_unspecified:
                 return
+        decision = ALLOW
         policy = self.connection.factory.policy
         if policy is not None:
             try:
-                if not policy.decide(self.context, destination).allowed:
-                    return
+                decision = policy.decide(self.context, destination)
             except Exception:
                 log.failure("the policy failed to decide on a datagram")
+                decision = _FAILED
+            if not decision.allowed:
+                self._drop(f"destination {destination} refused by policy")
                 return
-        if isinstance(host, str):
-            resolving = maybeDeferred(self.connection.factory.resolver.resolve, host)
-            resolving.addCallback(
-                lambda addresses: (
-                    self._send(addresses[0], destination.port, message)
-                    if addresses
-                    else None
-                )
-            )
-            resolving.addErrback(lambda failure: None)
-        else:
-            self._send(host, destination.port, message)
+        if not isinstance(host, str):
+            self._send(host, destination.port, message, destination, decision, False)
+            return
+        if self._pending >= MAX_PENDING:
+            self._drop(f"too many datagrams waiting for names ({destination})")
+            return
+        self._pending += 1
+        resolving = maybeDeferred(self.connection.factory.resolver.resolve, host)
 
-    def _send(self, address: Any, port: int, message: UdpDatagram) -> None:
+        def resolved(addresses: list[Any]) -> None:
+            self._pending -= 1
+            if self._stopped:
+                return
+            address = _choose(addresses, self.clientHost.version)
+            if address is None:
+                self._drop(f"{host} has no address")
+                return
+            self._send(address, destination.port, message, destination, decision, True)
+
+        def failed(failure: Failure) -> None:
+            self._pending -= 1
+            self._drop(f"{host} not resolved: {failure.getErrorMessage()}")
+
+        resolving.addCallbacks(resolved, failed)
+        resolving.addErrback(lambda f: log.failure("sending a UDP datagram failed", f))
+
+    def _send(
+        self,
+        address: Any,
+        port: int,
+        message: UdpDatagram,
+        destination: Destination,
+        decision: Decision,
+        resolved: bool,
+    ) -> None:
         if self._stopped or self.port is None:
             return
-        self._remotes.add((address, port))
+        policy = self.connection.factory.policy
+        if resolved and policy is not None and decision.checkAddresses:
+            try:
+                decision = policy.decideResolved(
+                    self.context, destination, [address], decision
+                )
+            except Exception:
+                log.failure("the policy failed to decide on a datagram")
+                decision = _FAILED
+            if not decision.allowed:
+                self._drop(f"resolved address {address} refused by policy")
+                return
+        address = hostAddress(address)
+        if address is None or port == 0:
+            self._drop("destination port 0 or bad address")
+            return
         try:
-            self.port.write(message.payload, (str(address), port))
+            self.sockets.write(message.payload, address, port)
         except Exception as error:
-            log.debug("sending a datagram failed: {error}", error=error)
+            # OSError, or Twisted's InvalidAddressError (not an OSError).
+            self._drop(f"sending to {address}:{port} failed: {error}")
+            return
+        key = (address, port)
+        remotes = self._remotes
+        remotes[key] = None
+        remotes.move_to_end(key)
+        if len(remotes) > MAX_REMOTES:
+            remotes.popitem(last=False)
 
     def _toClient(self, message: UdpDatagram | UdpError) -> None:
         data = buildMessage(message)
-        if self.mappedTo == _TCP:
+        via = self.mappedTo
+        if via == _TCP:
             connection = self.connection
             if connection.connected and not connection.closing:
                 connection.transport.write(data)
-        elif self.mappedTo == _UDP and self.clientAddress is not None:
+        elif via == _UDP and self.clientAddress is not None:
             try:
                 self.port.write(data, self.clientAddress)
             except Exception as error:
-                log.debug("sending a datagram failed: {error}", error=error)
+                self._drop(f"sending back to the client failed: {error}")
+        elif via == _DTLS and self.conversation is not None:
+            if not self.conversation.write(data):
+                self._drop("sending back to the client over DTLS failed")
+
+
+def _choose(addresses: list[Any], version: int) -> Any:
+    """
+    The first of C{addresses} of the association socket's family
+    (C{version}), else the first (sent from the socket of the other
+    family), else L{None}.
+    """
+    for address in addresses:
+        if address.version == version:
+            return address
+    return addresses[0] if addresses else None
