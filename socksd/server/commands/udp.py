@@ -45,9 +45,14 @@ from twisted.python.failure import Failure
 
 from socksd.address import Destination, hostAddress
 from socksd.errors import MalformedMessage, NotAllowed
-from socksd.interfaces import ALLOW, Decision
+from socksd.interfaces import ALLOW, ConnectContext, Decision
 from socksd.resolve import CachingResolver
 from socksd.server.commands._base import Command
+from socksd.server.commands.bind import (
+    listenRefusal,
+    wantedAddress,
+    wantedDestination,
+)
 from socksd.replies import successFor
 from socksd.server._udp import (
     LOG_INTERVAL,
@@ -58,7 +63,13 @@ from socksd.server._udp import (
 )
 from socksd.server.relay import boundDestination
 from socksd.server.socks6.stack import applyStackOptions
-from socksd.server.socks6.udp import Socks6Association, listenWithParity
+from socksd.server.socks6.udp import (
+    Reservation,
+    Socks6Association,
+    claimReservation,
+    listenWithParity,
+    reservationsFor,
+)
 from socksd.server.socks6.udperror import adoptReportingErrors, listenReportingErrors
 from socksd.wire.socks6 import (
     Availability,
@@ -83,7 +94,6 @@ __all__ = [
 
 log = Logger()
 
-_ANY = Destination(IPv4Address(0), 0)
 
 #: What a policy that failed to decide amounts to: a refusal.
 _FAILED = Decision(False, "the policy failed to decide")
@@ -379,8 +389,11 @@ class UdpAssociation(DatagramProtocol):
 
 class Socks6UdpAssociate(Command):
     """
-    SOCKS6's UDP ASSOCIATE: see the module docstring.  The policy decides
-    on the association ("any" destination) and on each datagram.
+    SOCKS6's UDP ASSOCIATE: see L{socksd.server.socks6.udp}.  The wanted
+    address and port are honoured (L{wantedAddress}: the proxy's own
+    addresses only), and the policy decides on them as a wanted bind
+    address, then on each datagram.  A wanted port that another association
+    of the client reserved (Port Parity) is handed over.
     """
 
     policyCheck = "UDP ASSOCIATE"
@@ -388,8 +401,12 @@ class Socks6UdpAssociate(Command):
     __slots__ = ()
 
     def policyDestination(self) -> Destination:
-        """Any destination: datagrams are decided on one by one."""
-        return _ANY
+        """The address and port the association will use."""
+        return wantedDestination(self.pipeline)
+
+    def policyContext(self, context: ConnectContext) -> ConnectContext:
+        """The destination is a wanted bind address."""
+        return context._replace(bindRequest=True)
 
     def start(self, decision: Decision) -> None:
         pipeline = self.pipeline
@@ -408,19 +425,36 @@ class Socks6UdpAssociate(Command):
                 "UDP ASSOCIATE refused: the client did not come in over IP",
             )
             return
+        wanted = wantedAddress(pipeline, host, "UDP ASSOCIATE")
+        if wanted is None:
+            return
+        host, wantedPort = wanted
+        reservation = None
+        if wantedPort:
+            reservation = reservationsFor(factory).get((host, wantedPort))
+            if reservation is not None and not reservation.mayClaim(
+                request.session, clientHost
+            ):
+                pipeline.refuse(
+                    NotAllowed(f"port {wantedPort} is reserved"),
+                    "UDP ASSOCIATE refused: the wanted port is reserved",
+                )
+                return
         association = Socks6Association(pipeline, clientHost)
         parity = _requestedParity(request)
         wantsErrors = _wantsErrors(stackOptions)
         reactor = factory.reactor
+        adopt = None
+        if wantsErrors:
+            adopt = lambda fileno, family, protocol: adoptReportingErrors(
+                reactor, fileno, family, protocol
+            )
         try:
             port = None
-            if parity is not None:
-                adopt = None
-                if wantsErrors:
-                    adopt = lambda fileno, family, protocol: adoptReportingErrors(
-                        reactor, fileno, family, protocol
-                    )
-                port, association.reserved = listenWithParity(
+            if reservation is not None:
+                port = claimReservation(reactor, reservation, association, adopt)
+            elif parity is not None:
+                port, reserved = listenWithParity(
                     reactor,
                     association,
                     host,
@@ -435,10 +469,15 @@ class Socks6UdpAssociate(Command):
                             StackLeg.PROXY_REMOTE, parity.parity, parity.reserve
                         ),
                     )
+                if reserved is not None:
+                    key = (host, reserved.getsockname()[1])
+                    association.reservation = reservationsFor(factory)[key] = (
+                        Reservation(key, reserved, association, request.session)
+                    )
             if port is None and wantsErrors:
-                port = listenReportingErrors(reactor, association, host)
+                port = listenReportingErrors(reactor, association, host, wantedPort)
             if port is None:
-                port = reactor.listenUDP(0, association, interface=host)
+                port = reactor.listenUDP(wantedPort, association, interface=host)
             association.port = port
             if wantsErrors and getattr(port, "reportingErrors", False):
                 association.reportErrors = True
@@ -447,8 +486,15 @@ class Socks6UdpAssociate(Command):
                     UdpErrorOption(StackLeg.PROXY_REMOTE, Availability.AVAILABLE),
                 )
         except Exception as error:
-            pipeline.refuse(error, f"UDP ASSOCIATE could not listen on {host}: {error}")
+            association.stop()
+            pipeline.refuse(
+                listenRefusal(error, host, wantedPort),
+                f"UDP ASSOCIATE could not listen on {host}: {error}",
+            )
             return
+        relay = getattr(factory, "socks6Dtls", None)
+        if relay is not None:
+            relay.register(association)
         early = pipeline.handOver(association)
         code = successFor(request.profile)
         connection.transport.write(

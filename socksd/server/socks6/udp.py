@@ -63,7 +63,13 @@ from socksd.wire.socks6 import (
     decodeUdpPacket,
 )
 
-__all__ = ["Socks6Association", "listenWithParity"]
+__all__ = [
+    "Socks6Association",
+    "Reservation",
+    "claimReservation",
+    "listenWithParity",
+    "reservationsFor",
+]
 
 log = Logger()
 
@@ -140,6 +146,79 @@ def listenWithParity(
             sock.close()
 
 
+class Reservation:
+    """
+    A port held for the association that reserved it (Port Parity with
+    "reserve"): the socket bound to it, and who may claim it.
+
+    @ivar key: the C{(host, port)} held.
+    @ivar socket: the socket bound to it.
+    @ivar holder: the association that reserved it.
+    @ivar session: the holder's SOCKS6 session, or L{None}.
+    """
+
+    __slots__ = ("key", "socket", "holder", "session")
+
+    def __init__(
+        self, key: tuple[str, int], sock: socket.socket, holder: Any, session: Any
+    ) -> None:
+        self.key = key
+        self.socket = sock
+        self.holder = holder
+        self.session = session
+
+    def mayClaim(self, session: Any, clientHost: Any) -> bool:
+        """
+        Whether a request may claim the port: from the holder's session
+        when the holder was in one (the draft's rule), else from the
+        holder's client host (socksd's choice: a port reserved outside a
+        session is not anyone's to take).
+        """
+        if self.session is not None:
+            return session is self.session
+        return clientHost == self.holder.clientHost
+
+
+def reservationsFor(factory: Any) -> dict[tuple[str, int], Reservation]:
+    """The server's reserved ports, by C{(host, port)} (made on first use)."""
+    table = getattr(factory, "socks6Reservations", None)
+    if table is None:
+        table = factory.socks6Reservations = {}
+    return table
+
+
+def claimReservation(
+    reactor: Any,
+    reservation: Reservation,
+    protocol: DatagramProtocol,
+    adopt: Any = None,
+) -> Any:
+    """
+    Give C{reservation}'s port to C{protocol}: its socket is adopted into
+    the reactor (C{adopt(fileno, family, protocol)}, the reactor's
+    C{adoptDatagramPort} by default) and no longer the holder's.
+
+    @return: the listening port.
+    """
+    table = reservationsFor(reservation.holder.connection.factory)
+    if table.get(reservation.key) is reservation:
+        del table[reservation.key]
+    reservation.holder.reservation = None
+    sock = reservation.socket
+    try:
+        if adopt is None:
+            adopt = getattr(reactor, "adoptDatagramPort", None)
+        if adopt is None:
+            # A reactor that cannot adopt: release the port and bind it.
+            host, number = reservation.key
+            sock.close()
+            return reactor.listenUDP(number, protocol, interface=host)
+        sock.setblocking(False)
+        return adopt(sock.fileno(), sock.family, protocol)
+    finally:
+        sock.close()
+
+
 class Socks6Association(DatagramProtocol):
     """
     One SOCKS6 UDP association: the UDP socket's protocol, and the handler
@@ -171,8 +250,8 @@ class Socks6Association(DatagramProtocol):
         self.conversation: Any = None
         self.sockets = AssociationSockets(factory.reactor, self)
         self.relay: Any = None
-        #: the socket holding the reserved counterpart port, if any.
-        self.reserved: socket.socket | None = None
+        #: the counterpart port this association reserved, while it holds it.
+        self.reservation: Reservation | None = None
         #: send Datagram Error messages (the client opted in, and the
         #: socket reports ICMP errors).
         self.reportErrors = False
@@ -221,9 +300,12 @@ class Socks6Association(DatagramProtocol):
         if timer is not None and timer.active():
             timer.cancel()
         self.sockets.stop()
-        reserved, self.reserved = self.reserved, None
-        if reserved is not None:
-            reserved.close()
+        reservation, self.reservation = self.reservation, None
+        if reservation is not None:
+            table = reservationsFor(self.connection.factory)
+            if table.get(reservation.key) is reservation:
+                del table[reservation.key]
+            reservation.socket.close()
         relay, self.relay = self.relay, None
         if relay is not None:
             relay.unregister(self)

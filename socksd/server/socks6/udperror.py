@@ -310,22 +310,23 @@ def _usable(reactor: Any) -> bool:
 
 
 def listenReportingErrors(
-    reactor: Any, protocol: Any, interface: str
+    reactor: Any, protocol: Any, interface: str, port: int = 0
 ) -> ErrorReportingPort | None:
     """
-    Listen for UDP on C{interface}, any port, with ICMP errors reported.
+    Listen for UDP on C{interface} and C{port} (0: any), with ICMP errors
+    reported.
 
     @return: the port, or L{None} when the reactor or the kernel cannot
         (the caller then listens as usual).
     """
     if not _usable(reactor):
         return None
-    port = ErrorReportingPort(0, protocol, interface, 8192, reactor)
-    port.startListening()
-    if not port.enableErrors():
-        port.stopListening()
+    listening = ErrorReportingPort(port, protocol, interface, 8192, reactor)
+    listening.startListening()
+    if not listening.enableErrors():
+        listening.stopListening()
         return None
-    return port
+    return listening
 
 
 def adoptReportingErrors(reactor: Any, fileno: int, family: int, protocol: Any) -> Any:
