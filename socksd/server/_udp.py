@@ -34,6 +34,7 @@ __all__ = [
     "AssociationSockets",
     "DropLog",
     "LOG_INTERVAL",
+    "MAX_DATAGRAM",
     "MAX_PENDING",
     "MAX_REMOTES",
 ]
@@ -47,6 +48,9 @@ MAX_PENDING = 64
 MAX_REMOTES = 1024
 #: Seconds between two log events about dropped datagrams, per association.
 LOG_INTERVAL = 10.0
+#: The largest datagram an association's sockets read whole (Twisted's
+#: default, 8192, would cut longer ones short without a word).
+MAX_DATAGRAM = 65535
 
 _LOOPBACK = {4: "127.0.0.1", 6: "::1"}
 _UNSPECIFIED = {4: "0.0.0.0", 6: "::"}
@@ -63,14 +67,17 @@ class DropLog:
     @ivar dropped: datagrams dropped since the association started.
     """
 
-    __slots__ = ("reactor", "client", "dropped", "_unlogged", "_lastLog")
+    __slots__ = ("reactor", "client", "subject", "dropped", "_unlogged", "_lastLog")
 
-    def __init__(self, reactor: Any, client: Any) -> None:
+    def __init__(self, reactor: Any, client: Any, subject: str | None = None) -> None:
         """
         @param client: the client's address, for the log.
+        @param subject: what drops them, for the log; by default "UDP
+            association of" the client.
         """
         self.reactor = reactor
         self.client = client
+        self.subject = subject or f"UDP association of {client}"
         self.dropped = 0
         self._unlogged = 0
         self._lastLog: float | None = None
@@ -83,8 +90,8 @@ class DropLog:
         if self._lastLog is None or now - self._lastLog >= LOG_INTERVAL:
             self._lastLog = now
             log.warn(
-                "UDP association of {client}: dropped {count} datagram(s); "
-                "latest: {why}",
+                "{subject}: dropped {count} datagram(s); latest: {why}",
+                subject=self.subject,
                 client=self.client,
                 count=self._unlogged,
                 why=why,
@@ -166,7 +173,10 @@ class AssociationSockets:
         interface = table[version]
         try:
             self.other = self.reactor.listenUDP(
-                0, _OtherFamily(self.protocol.datagramReceived), interface=interface
+                0,
+                _OtherFamily(self.protocol.datagramReceived),
+                interface=interface,
+                maxPacketSize=MAX_DATAGRAM,
             )
         except Exception as error:
             self._failed = f"no IPv{version} socket on {interface}: {error}"

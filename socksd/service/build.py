@@ -102,6 +102,13 @@ def makeService(options: Options) -> service.IService:
         config=config,
     )
     _applyLimits(options, factory, reactor)
+    dtls = options.get("socks6Dtls")
+    if dtls is not None:
+        from socksd.server.socks6.dtls import DtlsRelay
+
+        factory.socks6Dtls = DtlsRelay(
+            reactor, dtls.context(), idleTimeout=config.udpTimeout or 120.0
+        )
     # Twisted's listen backlog is 50 unless the description says backlog=.
     options["listen"] = [withBacklog(d) for d in options["listen"]]
     top = service.MultiService()
@@ -124,6 +131,8 @@ def makeService(options: Options) -> service.IService:
     else:
         for description in options["listen"]:
             strports.service(description, factory).setServiceParent(top)
+    if factory.socks6Dtls is not None:
+        factory.socks6Dtls.service(dtls).setServiceParent(top)
     if options["metrics"]:
         _addMetrics(options, factory, reactor, top, listening)
     RaiseFileLimit().setServiceParent(top)

@@ -158,6 +158,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "may use per direction, shared by its tunnels."],
         ["outgoing-address", None, None, "The local address connections to "
          "destinations leave from (a rule's bind-address overrides it)."],
+        ["socks6-dtls-listen", None, None, "A DTLS port for SOCKS6 UDP "
+         "associations: dtls:PORT:interface=ADDR:privateKey=KEY.pem"
+         "[:certKey=CERT.pem] (the keywords of ssl:; see docs/socks6.rst)."],
         ["metrics", None, None, "A server endpoint description for "
          "Prometheus metrics over HTTP (/metrics), e.g. "
          "tcp:9180:interface=127.0.0.1; see docs/security.rst."],
@@ -284,6 +287,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             )
             if beyond and not limited and not self["allow-open-proxy"]:
                 raise usage.UsageError(_OPEN_PROXY.format(listen=description))
+        self["socks6Dtls"] = self._checkDtls()
         self["policy"] = self._buildPolicy()
         self._checkLimits()
         from twisted.internet.testing import MemoryReactor
@@ -298,6 +302,29 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             )
         except ValueError as error:
             raise usage.UsageError(f"bad --upstream or --route: {error}")
+
+    def _checkDtls(self):
+        """
+        C{--socks6-dtls-listen}: its L{DtlsSettings
+        <socksd.server.socks6.dtls.DtlsSettings>}, or L{None}.
+        """
+        description = self["socks6-dtls-listen"]
+        if description is None:
+            return None
+        from socksd.server.socks6.dtls import parseDtlsDescription
+
+        name = "--socks6-dtls-listen"
+        if 6 not in self["versions"]:
+            raise usage.UsageError(f"{name} needs socks6 in --protocols")
+        if self["workers"] > 1 or self["inherit-fds"]:
+            raise usage.UsageError(
+                f"{name} does not work with --workers: an association and its "
+                "DTLS conversation must be served by one process"
+            )
+        try:
+            return parseDtlsDescription(description)
+        except ValueError as error:
+            raise usage.UsageError(f"{name} {description!r}: {error}")
 
     def _checkLimits(self) -> None:
         """Check and convert the connection, bandwidth and address options."""

@@ -979,7 +979,9 @@ class UdpAssociateTests(SynchronousTestCase):
         self.harness = Harness(self)
         self.ports: list[_FakeUdpPort] = []
 
-        def listenUDP(port: int, protocol: Any, interface: str = "") -> Any:
+        def listenUDP(
+            port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+        ) -> Any:
             udp = _FakeUdpPort(protocol, interface)
             self.ports.append(udp)
             return udp

@@ -243,7 +243,7 @@ class AnswersTests(SynchronousTestCase):
                 pass
 
         harness.clock.listenUDP = (  # type: ignore[attr-defined]
-            lambda port, protocol, interface="": Port()
+            lambda port, protocol, interface="", maxPacketSize=8192: Port()
         )
         protocol, transport = harness.connect()
         from socksd.wire.socks6 import (

@@ -155,7 +155,7 @@ class WantedTestsMixin:
         return raw, reply
 
     def listenUdp(self, protocol: DatagramProtocol, host: str) -> int:
-        port = reactor.listenUDP(0, protocol, interface=host)
+        port = reactor.listenUDP(0, protocol, interface=host, maxPacketSize=65535)
         self.addCleanup(port.stopListening)
         return port.getHost().port
 

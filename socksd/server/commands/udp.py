@@ -56,6 +56,7 @@ from socksd.server.commands.bind import (
 from socksd.replies import successFor
 from socksd.server._udp import (
     LOG_INTERVAL,
+    MAX_DATAGRAM,
     MAX_PENDING,
     MAX_REMOTES,
     AssociationSockets,
@@ -130,7 +131,9 @@ class Socks5UdpAssociate(Command):
             pipeline, clientHost, pipeline.request.destination.port or None
         )
         try:
-            association.port = factory.reactor.listenUDP(0, association, interface=host)
+            association.port = factory.reactor.listenUDP(
+                0, association, interface=host, maxPacketSize=MAX_DATAGRAM
+            )
         except Exception as error:
             pipeline.refuse(error, f"UDP ASSOCIATE could not listen on {host}: {error}")
             return
@@ -477,7 +480,9 @@ class Socks6UdpAssociate(Command):
             if port is None and wantsErrors:
                 port = listenReportingErrors(reactor, association, host, wantedPort)
             if port is None:
-                port = reactor.listenUDP(wantedPort, association, interface=host)
+                port = reactor.listenUDP(
+                    wantedPort, association, interface=host, maxPacketSize=MAX_DATAGRAM
+                )
             association.port = port
             if wantsErrors and getattr(port, "reportingErrors", False):
                 association.reportErrors = True
@@ -496,6 +501,7 @@ class Socks6UdpAssociate(Command):
         if relay is not None:
             relay.register(association)
         early = pipeline.handOver(association)
+        connection.record.relay = association
         code = successFor(request.profile)
         connection.transport.write(
             pipeline.reply(code, boundDestination(association.port.getHost()), options)

@@ -52,7 +52,13 @@ from twisted.python.failure import Failure
 from socksd.address import Destination, hostAddress
 from socksd.errors import MalformedMessage
 from socksd.interfaces import ALLOW, Decision
-from socksd.server._udp import MAX_PENDING, MAX_REMOTES, AssociationSockets, DropLog
+from socksd.server._udp import (
+    MAX_DATAGRAM,
+    MAX_PENDING,
+    MAX_REMOTES,
+    AssociationSockets,
+    DropLog,
+)
 from socksd.wire.socks6 import (
     Parity,
     Socks6UdpStreamCodec,
@@ -111,7 +117,9 @@ def listenWithParity(
     if getattr(reactor, "adoptDatagramPort", None) is None:
         return None, None
     if adopt is None:
-        adopt = reactor.adoptDatagramPort
+        adopt = lambda fileno, family, protocol: reactor.adoptDatagramPort(
+            fileno, family, protocol, maxPacketSize=MAX_DATAGRAM
+        )
     family = socket.AF_INET6 if ":" in interface else socket.AF_INET
     wanted = 0 if parity == Parity.EVEN else 1
     tried: list[socket.socket] = []
@@ -206,13 +214,17 @@ def claimReservation(
     reservation.holder.reservation = None
     sock = reservation.socket
     try:
-        if adopt is None:
-            adopt = getattr(reactor, "adoptDatagramPort", None)
+        if adopt is None and getattr(reactor, "adoptDatagramPort", None) is not None:
+            adopt = lambda fileno, family, protocol: reactor.adoptDatagramPort(
+                fileno, family, protocol, maxPacketSize=MAX_DATAGRAM
+            )
         if adopt is None:
             # A reactor that cannot adopt: release the port and bind it.
             host, number = reservation.key
             sock.close()
-            return reactor.listenUDP(number, protocol, interface=host)
+            return reactor.listenUDP(
+                number, protocol, interface=host, maxPacketSize=MAX_DATAGRAM
+            )
         sock.setblocking(False)
         return adopt(sock.fileno(), sock.family, protocol)
     finally:
@@ -262,6 +274,13 @@ class Socks6Association(DatagramProtocol):
         self._timer: Any = None
         self._active = False
         self._stopped = False
+        #: payload bytes sent on to remote hosts, and back to the client.
+        self.bytesUp = 0
+        self.bytesDown = 0
+
+    def byteCounts(self) -> tuple[int, int]:
+        """Payload bytes (to remote hosts, to the client), for the log."""
+        return self.bytesUp, self.bytesDown
 
     @property
     def port(self) -> Any:
@@ -361,9 +380,10 @@ class Socks6Association(DatagramProtocol):
             return
         if (sender, port) in self._remotes:
             self._active = True
-            self._toClient(
+            if self._toClient(
                 UdpDatagram(self.associationId, Destination(sender, port), data)
-            )
+            ):
+                self.bytesDown += len(data)
             return
         self._drop(f"sender {host}:{port} is neither the client nor a remote")
 
@@ -425,6 +445,7 @@ class Socks6Association(DatagramProtocol):
                 self.clientAddress = where
             elif via == _DTLS:
                 self.conversation = where
+                where.attach(self)
             self.connection.transport.write(
                 buildMessage(UdpAssociationConfirmation(self.associationId))
             )
@@ -509,6 +530,7 @@ class Socks6Association(DatagramProtocol):
             # OSError, or Twisted's InvalidAddressError (not an OSError).
             self._drop(f"sending to {address}:{port} failed: {error}")
             return
+        self.bytesUp += len(message.payload)
         key = (address, port)
         remotes = self._remotes
         remotes[key] = None
@@ -516,21 +538,33 @@ class Socks6Association(DatagramProtocol):
         if len(remotes) > MAX_REMOTES:
             remotes.popitem(last=False)
 
-    def _toClient(self, message: UdpDatagram | UdpError) -> None:
-        data = buildMessage(message)
+    def _toClient(self, message: UdpDatagram | UdpError) -> bool:
+        """Send C{message} to the client the way it is mapped; C{True} if sent."""
+        try:
+            data = buildMessage(message)
+        except MalformedMessage as error:
+            self._drop(f"cannot frame the datagram for the client: {error}")
+            return False
         via = self.mappedTo
         if via == _TCP:
             connection = self.connection
             if connection.connected and not connection.closing:
                 connection.transport.write(data)
+                return True
         elif via == _UDP and self.clientAddress is not None:
             try:
                 self.port.write(data, self.clientAddress)
+                return True
             except Exception as error:
                 self._drop(f"sending back to the client failed: {error}")
         elif via == _DTLS and self.conversation is not None:
-            if not self.conversation.write(data):
-                self._drop("sending back to the client over DTLS failed")
+            if self.conversation.write(data):
+                return True
+            self._drop(
+                f"a datagram of {len(data)} bytes cannot go back over DTLS "
+                "(larger than one record, or the conversation ended)"
+            )
+        return False
 
 
 def _choose(addresses: list[Any], version: int) -> Any:

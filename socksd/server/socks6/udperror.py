@@ -40,6 +40,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from socksd.server._udp import MAX_DATAGRAM
 from socksd.wire.socks6 import UdpErrorCode
 
 __all__ = [
@@ -321,7 +322,7 @@ def listenReportingErrors(
     """
     if not _usable(reactor):
         return None
-    listening = ErrorReportingPort(port, protocol, interface, 8192, reactor)
+    listening = ErrorReportingPort(port, protocol, interface, MAX_DATAGRAM, reactor)
     listening.startListening()
     if not listening.enableErrors():
         listening.stopListening()
@@ -336,9 +337,11 @@ def adoptReportingErrors(reactor: Any, fileno: int, family: int, protocol: Any) 
     """
     if _usable(reactor):
         port = ErrorReportingPort._fromListeningDescriptor(
-            reactor, fileno, family, protocol, maxPacketSize=8192
+            reactor, fileno, family, protocol, maxPacketSize=MAX_DATAGRAM
         )
         port.startListening()
         port.enableErrors()
         return port
-    return reactor.adoptDatagramPort(fileno, family, protocol)
+    return reactor.adoptDatagramPort(
+        fileno, family, protocol, maxPacketSize=MAX_DATAGRAM
+    )
