@@ -71,7 +71,7 @@ def writeCertificate(testCase: TestCase) -> tuple[bytes, str, str]:
     from socksd.test.test_client import makeCertificate
 
     certificate, key = makeCertificate(ipAddresses=("127.0.0.1",))
-    directory = Path(testCase.mktemp())
+    directory = Path(testCase.mktemp()).resolve()
     directory.mkdir()
     (directory / "key.pem").write_bytes(key)
     (directory / "cert.pem").write_bytes(certificate)
@@ -306,12 +306,13 @@ class DtlsRelayTests(WantedTestsMixin, TestCase):
         self.echo = Echo()
         self.echoPort = self.listenUdp(self.echo, "127.0.0.1")
 
-    async def peer(self, interface: str = "127.0.0.1") -> DtlsPeer:
+    async def peer(self, interface: str = "127.0.0.1", number: int = 0) -> DtlsPeer:
         """A raw DTLS client that completed its handshake with the relay."""
         from socksd.dtls import clientContext
 
         peer = DtlsPeer(clientContext(self.certificate))
-        port = reactor.listenUDP(0, peer, interface=interface, maxPacketSize=65535)
+        port = reactor.listenUDP(number, peer, interface=interface, maxPacketSize=65535)
+        peer.port = port
         self.addCleanup(port.stopListening)
         port.connect("127.0.0.1", self.dtlsPort)
         peer.start()
@@ -663,3 +664,26 @@ class DtlsRelayTests(WantedTestsMixin, TestCase):
         sender.write(b"small", ("127.0.0.1", served.port.getHost().port))
         self.assertEqual(decodeUdpPacket(await peer.next()).payload, b"small")
         self.assertEqual(served.dropped, 1)
+
+    async def test_newHandshakeReplaces(self) -> None:
+        """
+        A client that lost its DTLS state and starts a new handshake from
+        the same address gets a new conversation once its cookie returns
+        (RFC 6347 4.2.8); the association mapped to the old one ends.
+        """
+        await self.startRelay()
+        raw, associationId = await self.association()
+        first = await self.peer()
+        first.channel.write(retarget(vector("udp-datagram-empty-trigger"), associationId))
+        await raw.read(readUdpMessage)
+        number = first.port.getHost().port
+        # The client's state is gone: no close_notify, the port is free.
+        first.channel.closed = True
+        await first.port.stopListening()
+        [old] = self.relay.conversations.values()
+        second = await self.peer(number=number)
+        [new] = self.relay.conversations.values()
+        self.assertIsNot(new, old)
+        self.assertEqual(new.address, ("127.0.0.1", number))
+        await raw.closed.addTimeout(WAIT, reactor)
+        self.assertTrue(second.channel.established)

@@ -596,3 +596,24 @@ class UdpWantedTests(WantedTestsMixin, TestCase):
         self.assertEqual(refused.code, 0x02)
         member, served, _ = await self.associate(wanted, SessionIdOption(sessionId))
         self.assertEqual((served.code, served.bind.port), (0, counterpart))
+
+    async def test_tosAndTtlNotEchoed(self) -> None:
+        """
+        IP TOS and TTL, which UDP ASSOCIATE does not set on its traffic,
+        are not echoed: their layout cannot say "not available", so their
+        absence says it.
+        """
+        from socksd.wire.socks6 import IpTosOption, TtlOption, UdpErrorOption
+        from socksd.wire.socks6 import Availability
+
+        await self.startSocksd()
+        raw, reply, _ = await self.associate(
+            ANY4,
+            IpTosOption(REMOTE, 0x10),
+            TtlOption(REMOTE, 9),
+            UdpErrorOption(REMOTE, Availability.UNAVAILABLE),
+        )
+        self.assertEqual(reply.code, 0)
+        self.assertEqual(
+            [type(option).__name__ for option in reply.options], ["UdpErrorOption"]
+        )

@@ -388,21 +388,34 @@ class DtlsRelay(DatagramProtocol):
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         try:
             conversation = self.conversations.get(addr)
-            if conversation is not None:
-                conversation.datagramReceived(data)
-            else:
+            if conversation is None:
                 self._newPeer(data, addr)
+            elif conversation.channel.established and _looksLikeClientHello(data):
+                # A new handshake from the same address (the client lost
+                # its state): RFC 6347 4.2.8, once the cookie returns.
+                self._newPeer(data, addr, conversation)
+            else:
+                conversation.datagramReceived(data)
         except Exception:
             log.failure("handling a DTLS datagram failed")
 
-    def _newPeer(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _newPeer(
+        self,
+        data: bytes,
+        addr: tuple[str, int],
+        previous: DtlsConversation | None = None,
+    ) -> None:
+        """
+        A datagram from an address without a conversation (or a new
+        ClientHello where C{previous} is): the cookie exchange.
+        """
         from OpenSSL import SSL
 
         if not _looksLikeClientHello(data):
             self.drop(f"not a DTLS ClientHello from {addr[0]}:{addr[1]}")
             return
         host = hostAddress(addr[0])
-        if (
+        if previous is None and (
             len(self.conversations) >= self.maxConversations
             or self._perHost.get(host, 0) >= self.maxPerHost
         ):
@@ -424,6 +437,9 @@ class DtlsRelay(DatagramProtocol):
             return
         # The cookie came back: the listener becomes the conversation.
         self._listener = self._newListener()
+        if previous is not None:
+            previous.channel.close()
+            previous._ended("the client started a new DTLS handshake")
         conversation = DtlsConversation(self, addr, listener)
         self.conversations[addr] = conversation
         self._perHost[host] = self._perHost.get(host, 0) + 1
