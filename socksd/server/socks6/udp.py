@@ -2,20 +2,28 @@
 SOCKS6 UDP ASSOCIATE (draft-11 section 7.3).
 
 After the successful Operation Reply (whose bind address is the
-association's UDP socket, on the address of the interface the client came
-in on), the proxy sends Association Init with a random 64-bit ID on the TCP
-connection.  The client's datagrams, as Datagram messages carrying that ID,
-come either over the TCP connection (framed by their Message Length) or to
-the UDP socket from the client's host.  The association is mapped to the
-first of the two it is seen on, and the proxy then sends Association
-Confirmation on TCP; datagrams from the other are dropped.  An empty
-datagram to 0.0.0.0:0 or [::]:0 only triggers the confirmation.
+association's UDP socket, on the wanted bind address: by default the
+address of the interface the client came in on), the proxy sends
+Association Init with a random 64-bit ID on the TCP connection.  The
+client's datagrams, as Datagram messages carrying that ID, come over the
+TCP connection (framed by their Message Length), to the UDP socket from the
+client's host, or over DTLS to the server's DTLS relay port
+(L{socksd.server.socks6.dtls}, from the client's host too).  The
+association is mapped to the first of these it is seen on (for DTLS, the
+conversation), and the proxy then sends Association Confirmation on TCP;
+datagrams that come another way are dropped.  An empty datagram to
+0.0.0.0:0 or [::]:0 only triggers the confirmation.
 
 Each datagram's destination is checked by the policy (command UDP
-ASSOCIATE), names are resolved with the factory's resolver, and the payload
-goes out of the association's socket.  Datagrams from hosts the client sent
-to come back as Datagram messages, the same way the client's arrived.
-Datagrams from anyone else are dropped.  The association ends with the TCP
+ASSOCIATE), names are resolved with the factory's resolver (at most
+L{MAX_PENDING} at once) and their addresses checked by the policy when it
+asks, and the payload goes out of the association's socket, or of a socket
+of the other address family for a destination of that family
+(L{socksd.server._udp.AssociationSockets}).  Datagrams from hosts the
+client sent to come back as Datagram messages, the same way the client's
+arrived.  Datagrams from anyone else, and every datagram that cannot be
+sent, are dropped, and logged at most once an interval
+(L{socksd.server._udp.DropLog}).  The association ends with the TCP
 connection, or after C{ServerConfig.udpTimeout} seconds without a datagram
 (as the draft advises for a first datagram that never comes).
 
@@ -23,17 +31,19 @@ Port Parity (a stack option, for a request with port 0): the association's
 socket gets a port of the parity asked for (L{listenWithParity}: sockets are
 bound to port 0 until the kernel gives one of that parity, then adopted into
 the reactor), and with "reserve" the counterpart port (p+1 for an even p,
-p-1 for an odd one) is bound too and held, unused, until the association
-ends, so that no one else can take it.  The Operation Reply echoes the
-parity and reservation done, or parity 0 (none) and reserve 0 when the
-port was not chosen by parity.
+p-1 for an odd one) is bound too and held (a L{Reservation}) until the
+association ends, so that no one else can take it; a later association that
+wants that port, from the holder's session (or, outside sessions, the
+holder's client host), takes the held socket over (L{claimReservation}).
+The Operation Reply echoes the parity and reservation done, or parity 0
+(none) and reserve 0 when the port was not chosen by parity.
 
 UDP Error (a stack option with availability 2): the association's socket
 reads ICMP errors (L{socksd.server.socks6.udperror}) and each one about a
 datagram the client sent, with one of the draft's error codes, goes to the
-client as a Datagram Error message, the way datagrams go (on TCP or UDP).
-The option is answered available when C{IP_RECVERR} is on, else not
-available.
+client as a Datagram Error message, the way datagrams go (on TCP, UDP or
+DTLS).  The option is answered available when C{IP_RECVERR} is on, else
+not available.
 """
 
 from __future__ import annotations
