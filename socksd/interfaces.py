@@ -53,6 +53,12 @@ class ConnectContext(NamedTuple):
     @ivar stackOptions: SOCKS6 stack options asked for the proxy-remote leg.
     @ivar bindAddress: the local address upstream connections leave from,
         as C{(host, port)}, or L{None} for the system's choice.
+    @ivar bindRequest: the destination a policy decides on is not a remote
+        host but an address and port of the proxy itself that the client
+        wants to listen or receive datagrams on (the wanted bind address of
+        a SOCKS6 BIND or UDP ASSOCIATE): rules about ports, commands,
+        users, clients and address ranges apply to it, refusals of private
+        or of the proxy's own addresses do not.
     """
 
     client: Any = None
@@ -64,6 +70,7 @@ class ConnectContext(NamedTuple):
     pairs: Mapping[bytes, bytes] = _NO_PAIRS
     stackOptions: Any = None
     bindAddress: tuple[str, int] | None = None
+    bindRequest: bool = False
 
 
 class IUpstreamFactory(Interface):

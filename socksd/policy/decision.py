@@ -537,6 +537,10 @@ class Policy:
         """
         Decide on a request before anything is resolved.
 
+        For a wanted bind address (C{context.bindRequest}: a SOCKS6 BIND or
+        UDP ASSOCIATE), only the rules decide: C{denyPrivate} and
+        C{ownAddresses} are about remote hosts, not the proxy's own.
+
         @return: whether it is allowed, which rule decided, and the rule's
             bind address and bandwidth.
         """
@@ -554,6 +558,9 @@ class Policy:
         aliases: tuple[IPAddress, ...] = ()
         if address is not None:
             aliases = _destinationAliases(address)
+        # A wanted bind address is the proxy's own (and often private or
+        # loopback): only the rules decide on it.
+        refusable = None if getattr(context, "bindRequest", False) else address
         client = _clientAddress(context.client)
         for index, rule in enumerate(self.destinationRules):
             if not rule.matchesRequest(context, client, destination.port):
@@ -566,8 +573,8 @@ class Policy:
             else:
                 matched = rule.matchesName(name)
             if matched:
-                return self._decide(rule, index, address, aliases, explicit)
-        return self._decide(None, None, address, aliases)
+                return self._decide(rule, index, refusable, aliases, explicit)
+        return self._decide(None, None, refusable, aliases)
 
     def decideAddress(
         self, context: ConnectContext, address: IPAddress, port: int

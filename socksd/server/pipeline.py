@@ -173,26 +173,39 @@ class Pipeline:
         if factory.policy is not None:
             what = command.policyCheck
             if what is not None:
-                checked = self.decide(command.policyDestination(), what)
+                checked = self.decide(
+                    command.policyDestination(),
+                    what,
+                    command.policyContext(self.context),
+                )
                 if checked is None:
                     return
                 decision = checked
         command.start(decision)
 
-    def decide(self, destination: Destination, what: str) -> Decision | None:
+    def decide(
+        self,
+        destination: Destination,
+        what: str,
+        context: ConnectContext | None = None,
+    ) -> Decision | None:
         """
         Ask the factory's policy about C{destination} for this request;
         when it refuses, or fails to decide, refuse the client.
 
         @param what: what is asked for, for the log ("destination",
             "BIND", "UDP ASSOCIATE", "lookup").
+        @param context: the context to decide with; the request's by
+            default.
         @return: the decision, or L{None} after refusing.
         """
         policy = self.factory.policy
         if policy is None:
             return ALLOW
+        if context is None:
+            context = self.context
         try:
-            decision = policy.decide(self.context, destination)
+            decision = policy.decide(context, destination)
         except Exception as error:
             log.failure("the policy failed to decide on a {what}", what=what)
             self.refuse(error, f"policy failed: {error}")

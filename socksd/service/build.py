@@ -138,6 +138,13 @@ def makeService(options: Options) -> service.IService:
     running = {name: _copy(options[name]) for name in RESTART_OPTIONS}
     factory = SocksServerFactory(reactor, **_parts(options, reactor))
     _applyLimits(options, factory, reactor)
+    dtls = options.get("socks6Dtls")
+    if dtls is not None:
+        from socksd.server.socks6.dtls import DtlsRelay
+
+        factory.socks6Dtls = DtlsRelay(
+            reactor, dtls.context(), idleTimeout=factory.config.udpTimeout or 120.0
+        )
     # Twisted's listen backlog is 50 unless the description says backlog=.
     options["listen"] = [withBacklog(d) for d in options["listen"]]
     top = service.MultiService()
@@ -153,6 +160,8 @@ def makeService(options: Options) -> service.IService:
             if options["tcp-fastopen"]:
                 endpoint = FastOpenEndpoint(endpoint, options["tcp-fastopen"])
             listeningService(given, endpoint, factory).setServiceParent(top)
+    if factory.socks6Dtls is not None:
+        factory.socks6Dtls.service(dtls).setServiceParent(top)
     if options["metrics"]:
         _addMetrics(options, factory, reactor, top, listening)
     RaiseFileLimit().setServiceParent(top)

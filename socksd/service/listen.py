@@ -1,7 +1,8 @@
 """
 How socksd listens: the listen backlog it asks for (L{withBacklog}),
-C{TCP_FASTOPEN} on the listening sockets (L{FastOpenEndpoint}, for
-C{--tcp-fastopen}), and a failure to listen told in one line
+C{TCP_FASTOPEN} on the listening sockets (L{FastOpenEndpoint} and
+L{setFastOpen}, for C{--tcp-fastopen}; with C{--workers}, the parent sets it
+on the sockets it shares), and a failure to listen told in one line
 (L{listeningService}, L{StartupError}).
 """
 
@@ -19,6 +20,7 @@ __all__ = [
     "LISTEN_BACKLOG",
     "withBacklog",
     "FastOpenEndpoint",
+    "setFastOpen",
     "StartupError",
     "explainListenError",
     "listeningService",
@@ -53,13 +55,37 @@ def withBacklog(description: str, backlog: int = LISTEN_BACKLOG) -> str:
     return f"{description}:backlog={backlog}"
 
 
+def setFastOpen(port: Any, queue: int) -> bool:
+    """
+    Set C{TCP_FASTOPEN} with C{queue} on a listening C{port}'s socket (the
+    kernel takes it on a socket that already listens).  A socket that
+    cannot take it (a UNIX socket, a kernel without the option) keeps
+    listening without it, and that is logged.
+
+    @return: whether the option is set.
+    """
+    sock = getattr(port, "socket", None)
+    option = getattr(socket, "TCP_FASTOPEN", None)
+    try:
+        if sock is None or option is None or sock.family == socket.AF_UNIX:
+            raise OSError("no TCP socket to set TCP_FASTOPEN on")
+        sock.setsockopt(socket.IPPROTO_TCP, option, queue)
+    except OSError as error:
+        log.warn(
+            "listening without TCP_FASTOPEN on {port}: {error}",
+            port=port.getHost(),
+            error=error,
+        )
+        return False
+    return True
+
+
 @implementer(IStreamServerEndpoint)
 class FastOpenEndpoint:
     """
     A server endpoint whose listening socket gets C{TCP_FASTOPEN} with a
     queue length, so clients may carry data in their SYN (a SOCKS6 client's
-    request, say).  A socket that cannot take the option (a UNIX socket, a
-    kernel without it) listens on without it, and that is logged.
+    request, say); see L{setFastOpen}.
     """
 
     def __init__(self, endpoint: Any, queue: int) -> None:
@@ -68,18 +94,7 @@ class FastOpenEndpoint:
 
     def listen(self, factory: Any) -> Any:
         def setOption(port: Any) -> Any:
-            sock = getattr(port, "socket", None)
-            option = getattr(socket, "TCP_FASTOPEN", None)
-            try:
-                if sock is None or option is None:
-                    raise OSError("no TCP socket to set TCP_FASTOPEN on")
-                sock.setsockopt(socket.IPPROTO_TCP, option, self._queue)
-            except OSError as error:
-                log.warn(
-                    "listening without TCP_FASTOPEN on {port}: {error}",
-                    port=port.getHost(),
-                    error=error,
-                )
+            setFastOpen(port, self._queue)
             return port
 
         return self._endpoint.listen(factory).addCallback(setOption)

@@ -207,6 +207,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "may use per direction, shared by its tunnels.", Rate("bandwidth-per-user")],
         ["outgoing-address", None, None, "The local address connections to "
          "destinations leave from (a rule's bind-address overrides it)."],
+        ["socks6-dtls-listen", None, None, "A DTLS port for SOCKS6 UDP "
+         "associations: dtls:PORT:interface=ADDR:privateKey=KEY.pem"
+         "[:certKey=CERT.pem] (the keywords of ssl:; see docs/socks6.rst)."],
         ["metrics", None, None, "A server endpoint description for "
          "Prometheus metrics over HTTP (/metrics), e.g. "
          "tcp:9180:interface=127.0.0.1; see docs/security.rst (needs the "
@@ -430,8 +433,6 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
-        if self["tcp-fastopen"] and self["workers"] > 1:
-            raise usage.UsageError("--tcp-fastopen does not work with --workers yet")
         for description in self["listen"]:
             self._checkListen(description)
         if self["workers"] > 1:
@@ -450,6 +451,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                         f"--{name} {self[name]!r}: expected an IP address"
                     )
         self["versions"] = self._versions()
+        self["socks6Dtls"] = self._checkDtls()
         self._checkResolver()
         self._checkMetrics()
         self._checkUsers()
@@ -547,6 +549,29 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             )
         except ValueError as error:
             raise usage.UsageError(f"bad --upstream or --route: {error}")
+
+    def _checkDtls(self) -> Any:
+        """
+        C{--socks6-dtls-listen}: its L{DtlsSettings
+        <socksd.server.socks6.dtls.DtlsSettings>}, or L{None}.
+        """
+        description = self["socks6-dtls-listen"]
+        if description is None:
+            return None
+        from socksd.server.socks6.dtls import parseDtlsDescription
+
+        name = "--socks6-dtls-listen"
+        if 6 not in self["versions"]:
+            raise usage.UsageError(f"{name} needs socks6 in --protocols")
+        if self["workers"] > 1 or self["inherit-fds"]:
+            raise usage.UsageError(
+                f"{name} does not work with --workers: an association and its "
+                "DTLS conversation must be served by one process"
+            )
+        try:
+            return parseDtlsDescription(description)
+        except ValueError as error:
+            raise usage.UsageError(f"{name} {description!r}: {error}")
 
     def _buildPolicy(self) -> Any:
         """

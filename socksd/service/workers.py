@@ -28,6 +28,11 @@ the connections over the workers.
     listens on the metrics endpoint and serves every worker's latest
     report, each series labelled C{worker="N"} (L{WorkersMetrics}).
 
+With C{--tcp-fastopen}, the parent sets C{TCP_FASTOPEN} on each socket it
+listens with (L{socksd.service.listen.setFastOpen}) before the workers
+inherit it: the option belongs to the socket, so every worker accepts with
+it.
+
 Only descriptions whose transports are plain sockets can be shared this way
 (C{tcp}, C{tcp6}, C{unix}); TLS and PROXY-protocol listeners wrap the
 protocol in the parent's process, so L{checkListens} refuses them.
@@ -47,6 +52,8 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from socksd.service.listen import setFastOpen
 
 __all__ = [
     "WorkersService",
@@ -193,18 +200,22 @@ class WorkersService(service.Service):
         count: int,
         arguments: Sequence[str],
         executable: str = sys.executable,
+        fastOpen: int = 0,
     ) -> None:
         """
         @param descriptions: the C{--listen} descriptions.
         @param count: how many workers.
         @param arguments: the workers' socksd options (see
             L{workerArguments}).
+        @param fastOpen: the C{TCP_FASTOPEN} queue length for the
+            listening sockets (C{--tcp-fastopen}), or 0 for none.
         """
         self._reactor = reactor
         self._descriptions = list(descriptions)
         self._count = count
         self._arguments = list(arguments)
         self._executable = executable
+        self._fastOpen = fastOpen
         self._ports: list[Any] = []
         self.workers: dict[int, _WorkerProtocol] = {}
         #: Each running worker's latest metrics report (Prometheus' text
@@ -254,6 +265,8 @@ class WorkersService(service.Service):
             port = ports[0]
             port.stopReading()
             self._ports.append(port)
+            if self._fastOpen:
+                setFastOpen(port, self._fastOpen)
             log.info(
                 "listening on {description} for {count} workers",
                 description=description,
@@ -487,4 +500,5 @@ def serviceFor(options: Any, factory: Any, reactor: Any) -> service.IService:
         options["listen"],
         options["workers"],
         workerArguments(options.get("argv", [])),
+        fastOpen=options.get("tcp-fastopen") or 0,
     )

@@ -88,7 +88,9 @@ LAYERS: tuple[Layer, ...] = (
             "socksd.htpasswd.*",
         ),
     ),
-    Layer("client", ("socksd.client.*",)),
+    # socksd.dtls is DTLS over a datagram socket (pyOpenSSL, memory BIOs),
+    # which the SOCKS6 client and the server's DTLS relay port share.
+    Layer("client", ("socksd.client.*", "socksd.dtls.*")),
     # socksd.chain only re-exports names of socksd.upstream (compatibility).
     Layer(
         "upstreams and resolvers",

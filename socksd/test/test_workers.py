@@ -218,6 +218,28 @@ class WorkersProcessTests(SynchronousTestCase):
         self.assertIn("stopped", log())
 
 
+    def test_fastOpen(self) -> None:
+        """
+        C{--workers 2 --tcp-fastopen 8} starts (it used to be refused): the
+        parent sets the option on the shared socket without a warning, and
+        both workers serve connections on it.
+        """
+        port = freePort()
+        process, log = self.startWorkers(
+            ["--listen", f"tcp:{port}:interface=127.0.0.1", "--tcp-fastopen", "8"]
+        )
+        workerPids = {int(pid) for _, pid in READY.findall(log())}
+        served: set[int] = set()
+        for attempt in range(400):
+            refusedConnect(port)
+            if attempt % 20 == 19:
+                served = {int(pid) for _, pid in SERVED.findall(log())}
+                if len(served) > 1:
+                    break
+                time.sleep(0.05)
+        self.assertEqual(served, workerPids, log())
+        self.assertNotIn("without TCP_FASTOPEN", log())
+
     def test_metricsFromWorkers(self) -> None:
         """
         With C{--metrics}, the parent alone listens on the metrics endpoint
