@@ -80,6 +80,12 @@ class Admission:
 
     __slots__ = ("_limits", "client", "user", "released")
 
+    #: The fleet's admission (L{socksd.shared}), or L{None}: with one, the
+    #: pipeline calls C{gate(pipeline, command, decision)} after the
+    #: policy's decision, and the gate starts the command (now or once Redis
+    #: answers) or refuses the request.
+    gate: Any = None
+
     def __init__(self, limits: ConnectionLimits, client: Hashable) -> None:
         self._limits = limits
         self.client = client
@@ -344,12 +350,19 @@ class BandwidthLimits:
         return buckets
 
     def throttle(
-        self, relay: Any, client: Any, user: Any, ruleRate: float | None = None
+        self,
+        relay: Any,
+        client: Any,
+        user: Any,
+        ruleRate: float | None = None,
+        admission: Any = None,
     ) -> bool:
         """
         Put throttles on both directions of C{relay} (a
         L{socksd.server.relay.Relay}) when any limit applies.
 
+        @param admission: the connection's L{Admission}, or L{None} (the
+            fleet's limits, L{socksd.shared}, meter its quotas).
         @return: whether a limit applies.
         """
         attached = False
