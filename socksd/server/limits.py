@@ -151,6 +151,9 @@ class ConnectionLimits:
     @ivar total: the connections admitted and not yet released.
     """
 
+    #: The class of the admissions handed out.
+    admissionClass: type = Admission
+
     def __init__(
         self,
         maxTotal: int | None = None,
@@ -203,7 +206,7 @@ class ConnectionLimits:
             return f"too many connections from this client ({self.maxPerClient})"
         self.total += 1
         self._perClient[key] = self._perClient.get(key, 0) + 1
-        return Admission(self, key)
+        return self.admissionClass(self, key)
 
 
 class RateBucket:
@@ -293,6 +296,15 @@ class Throttle:
         except Exception:
             log.failure("resuming a throttled transport failed")
 
+    def wake(self) -> None:
+        """
+        Resume now if paused (a shared bucket got the credit it waited
+        for: L{socksd.shared}).
+        """
+        call = self._call
+        if self.paused and call is not None and call.active():
+            call.reset(0)
+
     def stop(self) -> None:
         """The tunnel is gone: cancel the pending resume."""
         self.stopped = True
@@ -348,6 +360,16 @@ class BandwidthLimits:
         if ruleRate is not None:
             buckets.append(RateBucket(ruleRate, _burstFor(ruleRate), self._reactor))
         return buckets
+
+    def meters(
+        self, client: Any, user: Any, ruleRate: float | None, admission: Any = None
+    ) -> bool:
+        """
+        Whether a tunnel of C{client} and C{user} may be metered (then it
+        takes the ordinary relay, which sees every chunk, not splice(2)):
+        always, here, once any bandwidth limit is set.
+        """
+        return True
 
     def throttle(
         self,

@@ -360,7 +360,14 @@ class Pipeline:
             idleTimeout=config.idleTimeout,
             noDelay=config.tcpNoDelay,
             record=record,
-            splice=splice and config.splice and limits is None,
+            splice=splice
+            and config.splice
+            and (
+                limits is None
+                or not limits.meters(
+                    record.client, record.user, bandwidth, connection.admission
+                )
+            ),
         )
         metrics = factory.metrics
         if metrics is not None:
