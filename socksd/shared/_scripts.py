@@ -115,7 +115,8 @@ return 0
 
 #: Lease bandwidth from a token bucket shared by the fleet.
 #: KEYS: the bucket (a hash: tokens t, time s); ARGV: rate (bytes/s),
-#: burst (bytes), bytes wanted.  Returns {granted, ms until the rest}.
+#: burst (bytes), bytes wanted, the least worth granting.  Returns
+#: {granted, ms until the rest}.
 RATE_LEASE = Script(
     "rate-lease",
     """
@@ -129,7 +130,7 @@ local tokens = tonumber(state[1]) or burst
 local stamp = tonumber(state[2]) or now
 if now > stamp then tokens = math.min(burst, tokens + (now - stamp) * rate) end
 local grant = 0
-if tokens >= 1 then grant = math.floor(math.min(want, tokens)) end
+if tokens >= math.min(want, tonumber(ARGV[4])) then grant = math.floor(math.min(want, tokens)) end
 tokens = tokens - grant
 redis.call('HSET', KEYS[1], 't', string.format('%.3f', tokens), 's', string.format('%.6f', now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 60000)

@@ -40,11 +40,16 @@ from socksd.server.limits import (
     userKey,
 )
 from socksd.shared import _scripts
-from socksd.shared.link import SharedStateDown
+from socksd.shared.link import DEADLINE, SharedStateDown
 
 __all__ = ["FleetBandwidth", "LeasedBucket", "MeteredThrottle", "leaseFor"]
 
 log = Logger()
+
+
+#: Seconds a direction in debt stays paused unless a lease wakes it first
+#: (a lease comes, or fails, within the link's deadline).
+WAIT = DEADLINE + 0.1
 
 
 def leaseFor(rate: float) -> int:
@@ -101,7 +106,9 @@ class LeasedBucket:
             self._ask()
         if self._tokens >= 0:
             return 0.0
-        return max(0.005, -self._tokens / self.rate)
+        # In debt: wait for the lease that pays it (it wakes the throttle);
+        # a timer that resumed earlier would let one more read into debt.
+        return WAIT
 
     def watch(self, throttle: Any) -> None:
         """Wake C{throttle} when a lease comes."""
@@ -117,8 +124,12 @@ class LeasedBucket:
         if self._asking or self._retry is not None:
             return
         self._asking = True
+        # Enough to pay the debt and leave half a lease.
+        want = int(max(self.lease, self.lease / 2 - self._tokens))
         d = self._link.script(
-            _scripts.RATE_LEASE, [self.key], [repr(self.rate), repr(self.burst), self.lease]
+            _scripts.RATE_LEASE,
+            [self.key],
+            [repr(self.rate), repr(self.burst), want, self.lease // 4],
         )
         d.addCallbacks(self._granted, self._failed)
 
@@ -126,7 +137,8 @@ class LeasedBucket:
         self._asking = False
         granted, wait = int(reply[0]), int(reply[1])
         self._tokens += granted
-        if granted:
+        if granted and self._tokens >= 0:
+            # The debt is paid: the paused directions may go on.
             for throttle in list(self._throttles):
                 throttle.wake()
         if self._tokens < self.lease / 2:
