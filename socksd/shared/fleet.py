@@ -442,7 +442,6 @@ class FleetAdmission(Admission):
         self, verdict: Any, pipeline: Any, command: Any, decision: Any, quotas: Any
     ) -> None:
         self.waiting = False
-        fleet = self._limits.fleet
         if self.released or not pipeline.connection.open:
             # The client left while the fleet was asked.
             self._releaseFleet()

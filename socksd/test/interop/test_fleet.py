@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SkipTest
@@ -233,7 +232,10 @@ def socks5(port: int, destination: int, user: str | None = None, password: str =
     client = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
     if user is None:
         client.sendall(bytes.fromhex("050100"))
-        assert client.recv(2) == bytes.fromhex("0500")
+        if client.recv(2) != bytes.fromhex("0500"):
+            # Closed at once: a process's own cap, counted from connect.
+            client.close()
+            return None, -1
     else:
         client.sendall(bytes.fromhex("050102"))
         assert client.recv(2) == bytes.fromhex("0502")
@@ -338,9 +340,14 @@ class FleetCapsTests(InteropTestCase):
             client, code = socks5(server.port, self.sink.port)
             self.assertEqual(code, 0)
             held.append(client)
+        refusals = set()
         for _ in range(12):
             client, code = socks5(server.port, self.sink.port)
-            self.assertEqual(code, 1, server.log())
+            # 01 from the fleet's cap; closed at once (-1) by a worker that
+            # holds both tunnels itself (its own cap counts from connect).
+            self.assertIn(code, (1, -1), server.log())
+            refusals.add(code)
+        self.assertIn(1, refusals)
         served = set(re.findall(r"worker (\d+) \(pid \d+\): \[socksd\.connection\]", server.log()))
         self.assertEqual(served, {"1", "2"}, server.log())
         for client in held:
