@@ -95,6 +95,8 @@ class RuleDecision:
     @ivar bindAddress: where outgoing connections should leave from, as
         C{(host, port)}, or L{None} for the system's choice.
     @ivar bandwidth: bytes per second per tunnel direction, or L{None}.
+    @ivar quota: the rule's volume quota (L{socksd.policy.quota.Quota}),
+        or L{None}.
     """
 
     allowed: bool
@@ -102,12 +104,15 @@ class RuleDecision:
     index: int | None = None
     bindAddress: tuple[str, int] | None = None
     bandwidth: float | None = None
+    quota: Any = None
 
     def __post_init__(self) -> None:
         if not self.allowed and (
-            self.bindAddress is not None or self.bandwidth is not None
+            self.bindAddress is not None
+            or self.bandwidth is not None
+            or self.quota is not None
         ):
-            raise ValueError("a refusal has no bind address or bandwidth")
+            raise ValueError("a refusal has no bind address, bandwidth or quota")
 
 
 @implementer(IPolicy)
@@ -346,6 +351,7 @@ class Policy:
             rule=route.rule,
             bandwidth=route.bandwidth,
             bindAddress=route.bindAddress,
+            quota=route.quota,
             checkAddresses=(
                 self._namesNeedAddresses and resolvableName(destination) is not None
             ),
@@ -413,6 +419,7 @@ class Policy:
                 rule=first.rule,
                 bandwidth=first.bandwidth,
                 bindAddress=first.bindAddress,
+                quota=first.quota,
                 checkAddresses=False,
             )
         return replace(decision, checkAddresses=False)
@@ -529,7 +536,9 @@ class Policy:
                 return RuleDecision(False, refusal, index)
         if rule is None:
             return RuleDecision(True, name, index)
-        return RuleDecision(True, name, index, rule.bindAddress, rule.bandwidth)
+        return RuleDecision(
+            True, name, index, rule.bindAddress, rule.bandwidth, rule.quota
+        )
 
     def routeFor(
         self, context: ConnectContext, destination: Destination

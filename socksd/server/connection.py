@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
 from twisted.logger import Logger
@@ -42,6 +42,7 @@ from zope.interface import implementer
 
 from socksd.errors import AuthenticationFailed
 from socksd.handshake import (
+    AwaitSessions,
     CheckCredentials,
     Refuse,
     RequestReady,
@@ -439,6 +440,8 @@ class SocksConnection:
                 self._refuse(action)
             elif kind is CheckCredentials:
                 self._check(action)
+            elif kind is AwaitSessions:
+                self._awaitSessions(action)
             else:
                 raise TypeError(f"not a handshake action: {action!r}")
 
@@ -492,6 +495,28 @@ class SocksConnection:
 
     def _checkBug(self, failure: Failure) -> None:
         self.bug("handling the result of an authentication failed", failure)
+
+    def _awaitSessions(self, action: AwaitSessions) -> None:
+        """
+        A shared session store answers later (it answers within its own
+        deadline, never with a failure; see L{socksd.shared.sessions}).
+        """
+        pending = action.pending
+        self._checking = pending
+        pending.addCallback(self._sessionsAnswered)
+        pending.addErrback(self._sessionsBug)
+
+    def _sessionsAnswered(self, answer: Any) -> None:
+        self._checking = None
+        if not self.open:
+            return
+        self.carryOut(self.handshake.sessionsAnswered(answer))
+
+    def _sessionsBug(self, failure: Failure) -> None:
+        self._checking = None
+        if failure.check(CancelledError):
+            return
+        self.bug("asking the SOCKS6 session store failed", failure)
 
     def _negotiationLost(self) -> None:
         """The client left before its first byte, or during its handshake."""

@@ -162,8 +162,9 @@ def makeService(options: Options) -> service.IService:
             listeningService(given, endpoint, factory).setServiceParent(top)
     if factory.socks6Dtls is not None:
         factory.socks6Dtls.service(dtls).setServiceParent(top)
+    fleet = _applySharedState(options, factory, reactor, top)
     if options["metrics"]:
-        _addMetrics(options, factory, reactor, top, listening)
+        _addMetrics(options, factory, reactor, top, listening, fleet)
     RaiseFileLimit().setServiceParent(top)
     # With --workers, the parent passes SIGHUP on to its workers.
     forward = getattr(listening, "signalWorkers", None)
@@ -171,12 +172,56 @@ def makeService(options: Options) -> service.IService:
     return top
 
 
+def _applySharedState(options: Options, factory: Any, reactor: Any, top: Any) -> Any:
+    """
+    C{--shared-state}, C{--quota-per-user} and rules with quotas: the
+    fleet's limits, bandwidth and SOCKS6 sessions (L{socksd.shared}).
+    Rules that give quotas must do so when socksd starts (a reload that
+    adds the first quota needs a restart).
+
+    @return: the L{socksd.shared.Fleet}, or L{None}.
+    """
+    from socksd.service.options import _ruleQuotas
+
+    ruleQuotas = _ruleQuotas(options["policy"])
+    if options["shared-state"] is None and not (
+        options["quota-per-user"] is not None or ruleQuotas
+    ):
+        return None
+    from socksd.shared import installFleet
+
+    service = installFleet(
+        factory,
+        reactor,
+        sharedState=options["shared-state"],
+        prefix=options["shared-state-prefix"],
+        failure=options["shared-state-failure"],
+        quotaPerUser=options["quota-per-user"],
+        quotaFile=options["quota-state"],
+        ruleQuotas=ruleQuotas,
+        maxTotal=options["max-connections"] or None,
+        maxPerClient=options["max-connections-per-client"] or None,
+        maxPerUser=options["max-connections-per-user"] or None,
+        bandwidthPerClient=options["bandwidth-per-client"],
+        bandwidthPerUser=options["bandwidth-per-user"],
+    )
+    if service is None:
+        return None
+    service.setServiceParent(top)
+    return service.fleet
+
+
 def _copy(value: Any) -> Any:
     return list(value) if isinstance(value, list) else value
 
 
 def _addMetrics(
-    options: Options, factory: Any, reactor: Any, top: Any, listening: Any
+    options: Options,
+    factory: Any,
+    reactor: Any,
+    top: Any,
+    listening: Any,
+    fleet: Any = None,
 ) -> None:
     """
     C{--metrics}: one process counts and serves; with C{--workers}, each
@@ -191,11 +236,15 @@ def _addMetrics(
     else:
         served = factory.metrics = Metrics()
         served.watchUpstreams(lambda: factory.upstream)
+        if fleet is not None and fleet.link is not None:
+            fleet.link.observe(served.sharedStateChanged)
         if options["inherit-fds"]:
             workers.MetricsReporter(served, reactor, sys.stdout).setServiceParent(top)
             return
+    usage = fleet.usage if fleet is not None else None
     endpoint = endpoints.serverFromString(reactor, options["metrics"])
-    listeningService(options["metrics"], endpoint, metricsSite(served)).setServiceParent(top)
+    site = metricsSite(served, usage)
+    listeningService(options["metrics"], endpoint, site).setServiceParent(top)
 
 
 class Reloader(service.Service):

@@ -28,6 +28,15 @@ C{worker} label (see L{socksd.service.workers}).  The series:
     up, 0 while it is marked down (its back-off; see
     L{socksd.upstream.chain.UpstreamHealth});
   - C{socksd_upstream_failures_total{upstream}}: that proxy's failures.
+  - with C{--shared-state}: C{socksd_shared_state_up} (1 while Redis can
+    be asked) and C{socksd_shared_state_changes_total} (connections to
+    Redis lost and made).
+
+With quotas (C{--quota-per-user}, a rule's C{quota}), the same listener
+serves C{/quotas}: a JSON document of the bytes each user (or client)
+has been charged in the current periods, read from Redis or the quota
+file (one entry per holder: deliberately not Prometheus series, whose
+number must stay small).
 """
 
 from __future__ import annotations
@@ -51,6 +60,10 @@ def refusalKind(reason: str | None) -> str:
         return "malformed"
     if reason.startswith("authentication failed"):
         return "auth"
+    if reason.startswith("quota exhausted"):
+        return "quota"
+    if reason.startswith("shared state unavailable"):
+        return "shared-state"
     return "other"
 
 
@@ -104,6 +117,25 @@ class Metrics:
         uses: C{socksd_upstream_up} and C{socksd_upstream_failures_total}.
         """
         self.registry.register(_UpstreamCollector(upstream))
+
+    def sharedStateChanged(self, up: bool) -> None:
+        """The connection to the fleet's Redis was made (or lost)."""
+        if not hasattr(self, "sharedStateUp"):
+            from prometheus_client import Counter, Gauge
+
+            self.sharedStateUp = Gauge(
+                "socksd_shared_state_up",
+                "1 while the shared state (Redis) can be asked.",
+                registry=self.registry,
+            )
+            self.sharedStateChanges = Counter(
+                "socksd_shared_state_changes",
+                "Connections to the shared state (Redis) made and lost.",
+                ["state"],
+                registry=self.registry,
+            )
+        self.sharedStateUp.set(1 if up else 0)
+        self.sharedStateChanges.labels("up" if up else "down").inc()
 
     def handshakeDone(self, seconds: float) -> None:
         """A client's request is complete, C{seconds} after it connected."""
@@ -184,16 +216,50 @@ class _UpstreamCollector:
         return [up, failures]
 
 
-def metricsService(description: str, metrics: Metrics, reactor: Any) -> Any:
+def metricsService(
+    description: str, metrics: Metrics, reactor: Any, usage: Any = None
+) -> Any:
     """
     A service listening on the server endpoint C{description} (e.g.
     C{tcp:9180:interface=127.0.0.1}) that serves C{metrics} (anything with
     a C{prometheus_client} C{registry}: a L{Metrics}, or with C{--workers}
     the parent's L{socksd.service.workers.WorkersMetrics}) at C{/metrics}.
+
+    @param usage: with quotas, a function returning a Deferred of the quota
+        counts (L{socksd.shared.Fleet.usage}), served as JSON at C{/quotas}.
     """
     from twisted.application import strports
 
-    return strports.service(description, metricsSite(metrics), reactor=reactor)
+    return strports.service(
+        description, metricsSite(metrics, usage), reactor=reactor
+    )
+
+
+def _quotasPage(usage: Any) -> Any:
+    """The C{/quotas} resource: the quota counts as JSON."""
+    import json
+
+    from twisted.web.resource import Resource
+    from twisted.web.server import NOT_DONE_YET
+
+    class QuotasPage(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Any) -> Any:
+            request.setHeader(b"content-type", b"application/json")
+
+            def send(document: Any) -> None:
+                request.write(json.dumps(document, sort_keys=True).encode() + b"\n")
+                request.finish()
+
+            def failed(failure: Any) -> None:
+                request.setResponseCode(503)
+                send({"error": failure.getErrorMessage()})
+
+            usage().addCallbacks(send, failed)
+            return NOT_DONE_YET
+
+    return QuotasPage()
 
 
 def _metricsPage(registry: Any) -> Any:
@@ -218,13 +284,18 @@ def _metricsPage(registry: Any) -> Any:
     return MetricsPage()
 
 
-def metricsSite(metrics: Metrics) -> Any:
-    """A C{twisted.web} site with C{metrics} at C{/metrics}."""
+def metricsSite(metrics: Metrics, usage: Any = None) -> Any:
+    """
+    A C{twisted.web} site with C{metrics} at C{/metrics} (and with
+    C{usage}, the quota counts at C{/quotas}).
+    """
     from twisted.web.resource import Resource
     from twisted.web.server import Site
 
     root = Resource()
     root.putChild(b"metrics", _metricsPage(metrics.registry))
+    if usage is not None:
+        root.putChild(b"quotas", _quotasPage(usage))
     site = Site(root)
     site.noisy = False
     return site

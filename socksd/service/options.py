@@ -210,6 +210,24 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["socks6-dtls-listen", None, None, "A DTLS port for SOCKS6 UDP "
          "associations: dtls:PORT:interface=ADDR:privateKey=KEY.pem"
          "[:certKey=CERT.pem] (the keywords of ssl:; see docs/socks6.rst)."],
+        ["shared-state", None, None, "redis://[USER:PASS@]HOST:PORT/DB "
+         "(also rediss://, unix:///PATH?db=N): share the connection caps, "
+         "bandwidth, quotas and SOCKS6 sessions with every worker and "
+         "instance using the same Redis (pip install 'socksd[redis]'; see "
+         "docs/fleet.rst)."],
+        ["shared-state-prefix", None, "socksd:", "What every key socksd "
+         "writes in the --shared-state Redis starts with, so that several "
+         "fleets can share one Redis."],
+        ["shared-state-failure", None, "open", "When Redis cannot be "
+         "reached: open (each process counts on its own: local caps, "
+         "buckets and sessions) or closed (new tunnels get a general-failure "
+         "reply).  Nothing waits for Redis more than a second."],
+        ["quota-per-user", None, None, "SIZE/PERIOD each authenticated user "
+         "may move, both directions together, per calendar period in UTC: "
+         "hour, day, week or month (e.g. 10G/month, 300k/day).  A user over "
+         "quota is refused (SOCKS5 02) and loses running tunnels."],
+        ["quota-state", None, "socksd-quotas.json", "Without --shared-state, "
+         "the file that keeps the quota counts across restarts."],
         ["metrics", None, None, "A server endpoint description for "
          "Prometheus metrics over HTTP (/metrics), e.g. "
          "tcp:9180:interface=127.0.0.1; see docs/security.rst (needs the "
@@ -456,6 +474,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self._checkMetrics()
         self._checkUsers()
         self["policy"] = self._buildPolicy()
+        self._checkSharedState()
         self._checkUpstreams()
         try:
             problem = openProxyProblem(self)
@@ -573,6 +592,47 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         except ValueError as error:
             raise usage.UsageError(f"{name} {description!r}: {error}")
 
+    def _checkSharedState(self) -> None:
+        """
+        Check and convert C{--shared-state}, its prefix and failure policy,
+        and C{--quota-per-user}.
+        """
+        from socksd.policy.quota import parseQuota
+        from socksd.shared.link import FAILURE_MODES, parseRedisUrl
+
+        if self["shared-state"] is not None:
+            try:
+                parseRedisUrl(self["shared-state"])
+            except ValueError as error:
+                raise usage.UsageError(f"--shared-state: {error}")
+            try:
+                import txredisapi  # noqa: F401
+            except ImportError:
+                raise usage.UsageError(
+                    "--shared-state needs txredisapi: pip install 'socksd[redis]'"
+                )
+        if self["shared-state-failure"] not in FAILURE_MODES:
+            raise usage.UsageError(
+                f"--shared-state-failure {self['shared-state-failure']!r}: "
+                "choose open or closed"
+            )
+        if not self["shared-state-prefix"]:
+            raise usage.UsageError("--shared-state-prefix cannot be empty")
+        if self["quota-per-user"] is not None:
+            try:
+                self["quota-per-user"] = parseQuota(self["quota-per-user"])
+            except ValueError as error:
+                raise usage.UsageError(f"--quota-per-user: {error}")
+        if (
+            self["shared-state"] is None
+            and (self["workers"] > 1 or self["inherit-fds"])
+            and (self["quota-per-user"] is not None or _ruleQuotas(self["policy"]))
+        ):
+            raise usage.UsageError(
+                "quotas with --workers need --shared-state (without it each "
+                "process would count on its own)"
+            )
+
     def _buildPolicy(self) -> Any:
         """
         Compile the access rules once, here, so a bad rule is a usage error
@@ -610,6 +670,16 @@ def _rulesMessage(error: Any) -> str:
                 f"{error.number}: {error.problem}"
             )
     return str(error)
+
+
+def _ruleQuotas(policy) -> bool:
+    """Whether C{policy}'s rules (now) give any request a quota."""
+    current = getattr(policy, "current", policy)
+    return any(
+        getattr(rule, "quota", None) is not None
+        for rule in getattr(current, "destinationRules", ())
+    )
+
 
 
 def _hideSecret(description: str) -> str:

@@ -97,6 +97,10 @@ LAYERS: tuple[Layer, ...] = (
         ("socksd.upstream.*", "socksd.resolve.*", "socksd.chain.*"),
     ),
     Layer("server", ("socksd.server.*",)),
+    # Fleet-wide state (Redis) and quotas, wired into a server's factory
+    # through its seams (limits, bandwidth, socks6Sessions); the service
+    # builds it from the options.
+    Layer("shared", ("socksd.shared.*",)),
     # The public test doubles: above everything they fake, below the
     # service, and imported by tests alone.
     Layer("testing", ("socksd.testing.*",), testsOnly=True),
