@@ -88,6 +88,7 @@ def makeService(options: Options) -> service.IService:
         socks4WithAuth=bool(options["socks4-with-auth"]),
         bindAddress=options["bind-address"],
         bindTimeout=options["bind-timeout"] or None,
+        maxPendingBindsPerClient=options["max-pending-binds-per-client"] or None,
         udpTimeout=options["udp-timeout"] or None,
         httpConnect=bool(options["http-connect"]),
         splice=not options["no-splice"],

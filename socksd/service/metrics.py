@@ -39,7 +39,7 @@ def refusalKind(reason: str | None) -> str:
         return "other"
     if "policy" in reason or "refused by" in reason or "not allowed" in reason:
         return "policy"
-    if reason.startswith("too many connections"):
+    if reason.startswith("too many"):
         return "limit"
     if "timeout" in reason:
         return "timeout"

@@ -141,6 +141,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "on].  See docs/auth.rst."],
         ["bind-timeout", None, 120.0, "Seconds a BIND waits for its incoming "
          "connection (0: forever).", float],
+        ["max-pending-binds-per-client", None, 32, "BINDs one client address "
+         "may have waiting for their peer at once (0: no limit); more get a "
+         "failure reply.", int],
         ["udp-timeout", None, 120.0, "Seconds a UDP association may be idle "
          "before it ends (0: never).", float],
         ["rules", None, None, "A TOML rules file (see docs/rules.rst); "
@@ -307,6 +310,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "max-connections",
             "max-connections-per-client",
             "max-connections-per-user",
+            "max-pending-binds-per-client",
         ):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} cannot be negative")

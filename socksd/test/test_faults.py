@@ -27,12 +27,17 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.error import ConnectionAborted
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from socksd.server import ServerConfig, SocksServerFactory
+from socksd.server.limits import ConnectionLimits
 from socksd.server.relay import splice as _splice
 from socksd.server.relay._transport import abortAfterWriting
+from socksd.service.build import makeService
+from socksd.service.options import Options
 from socksd.testing import FakeResolver, RecordingTransport
 from socksd.upstream import DirectUpstream, upstreamFromSpec
 
@@ -356,6 +361,261 @@ class _ResetTestsMixin:
         await self.clientResets(await self.chain())
 
 
+def bindRequest(version: int) -> bytes:
+    """A BIND expecting any peer, with no authentication."""
+    if version == 4:
+        return b"\x04\x02\x00\x00\x00\x00\x00\x00\x00"
+    return b"\x05\x01\x00" + b"\x05\x02\x00\x01\x00\x00\x00\x00\x00\x00"
+
+
+def bindReplyLength(version: int) -> int:
+    """The length of the method selection (SOCKS5) and first BIND reply."""
+    return 8 if version == 4 else 2 + 10
+
+
+class BlackHole:
+    """
+    A destination whose connections never complete: a listening socket
+    with a full accept queue (the kernel drops further SYNs).
+    """
+
+    def __init__(self, test: TestCase) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        test.addCleanup(self.listener.close)
+        for _ in range(2):
+            filler = socket.socket()
+            filler.setblocking(False)
+            try:
+                filler.connect(("127.0.0.1", self.port))
+            except BlockingIOError:
+                pass
+            test.addCleanup(filler.close)
+
+
+class AbandonedRequestTests(TestCase):
+    """
+    A client that closes (or sends EOF) while its BIND or CONNECT is
+    pending frees what the request held at once: socksd's descriptors are
+    back to where they were, and so are its connection counts.
+    """
+
+    timeout = 60
+
+    async def socksd(self, **config: Any) -> SocksServerFactory:
+        """socksd on loopback, with a per-client cap of 1000."""
+        resolver = FakeResolver({})
+        config.setdefault("handshakeTimeout", 30.0)
+        factory = SocksServerFactory(
+            reactor,
+            upstream=DirectUpstream(reactor, resolver),
+            resolver=resolver,
+            config=ServerConfig(**config),
+        )
+        factory.limits = ConnectionLimits(maxPerClient=1000)
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            factory
+        )
+        self.addCleanup(port.stopListening)
+        factory.port = port.getHost().port
+        return factory
+
+    async def baseline(self) -> int:
+        """The descriptors open, once the reactor runs (it opens a pipe
+        when it starts)."""
+        await deferLater(reactor, 0, lambda: None)
+        return descriptorCount()
+
+    async def settled(self, check: Any) -> bool:
+        """Wait (5 s at most) until C{check()} is true."""
+        for _ in range(250):
+            if check():
+                return True
+            await deferLater(reactor, 0.02, lambda: None)
+        return bool(check())
+
+    def raw(self, port: int) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        self.addCleanup(sock.close)
+        return sock
+
+    async def test_abandonedBinds(self) -> None:
+        """
+        SOCKS4 and SOCKS5 clients that close after the first BIND reply:
+        the listening sockets and the client connections are closed at
+        once (not after the BIND timeout), and the client's places in the
+        connection limits and the pending BINDs are given back.
+        """
+        factory = await self.socksd(bindTimeout=120.0, maxPendingBindsPerClient=100)
+        baseline = await self.baseline()
+        clients = []
+        for index in range(60):
+            version = 4 if index % 2 else 5
+            sock = self.raw(factory.port)
+            sock.sendall(bindRequest(version))
+            await deferToThread(recvExactly, sock, bindReplyLength(version))
+            clients.append(sock)
+        self.assertGreaterEqual(descriptorCount(), baseline + 3 * 60)
+        self.assertEqual(factory.pendingBinds, {"127.0.0.1": 60})
+        for sock in clients:
+            sock.close()
+        self.assertTrue(
+            await self.settled(lambda: descriptorCount() <= baseline),
+            f"{descriptorCount()} descriptors, {baseline} before",
+        )
+        self.assertEqual(factory.limits.total, 0)
+        self.assertEqual(factory.pendingBinds, {})
+
+    async def test_abandonedConnects(self) -> None:
+        """
+        Clients that close while their CONNECT to a destination that never
+        answers is pending: the attempts are given up at once (not after
+        the connect timeout), with their descriptors.
+        """
+        factory = await self.socksd(connectTimeout=60.0)
+        hole = BlackHole(self)
+        baseline = await self.baseline()
+        clients = []
+        for _ in range(40):
+            sock = self.raw(factory.port)
+            sock.sendall(requestFor(5, hole.port))
+            self.assertEqual(await deferToThread(recvExactly, sock, 2), b"\x05\x00")
+            clients.append(sock)
+        # Each client's connection and its destination attempt.
+        self.assertTrue(
+            await self.settled(lambda: descriptorCount() >= baseline + 3 * 40)
+        )
+        for sock in clients:
+            sock.shutdown(socket.SHUT_WR)
+        self.assertTrue(
+            await self.settled(lambda: descriptorCount() <= baseline + 40),
+            f"{descriptorCount()} descriptors, {baseline} before, 40 clients",
+        )
+        for sock in clients:
+            # socksd closed without a reply.
+            self.assertEqual(await deferToThread(sock.recv, 100), b"")
+            sock.close()
+        self.assertTrue(await self.settled(lambda: descriptorCount() <= baseline))
+        self.assertEqual(factory.limits.total, 0)
+
+    async def test_eofWithRequest(self) -> None:
+        """
+        A CONNECT whose request comes with the client's EOF and no data
+        is not served: the connection closes at once, with no reply.
+        """
+        factory = await self.socksd()
+        hole = BlackHole(self)
+        sock = self.raw(factory.port)
+        sock.sendall(requestFor(5, hole.port))
+        sock.shutdown(socket.SHUT_WR)
+        self.assertEqual(await deferToThread(readToEnd, sock), (b"\x05\x00", "eof"))
+        self.assertTrue(await self.settled(lambda: factory.limits.total == 0))
+
+    async def test_eofWithDataStillConnects(self) -> None:
+        """
+        A CONNECT whose client sends bytes and EOF before the reply is
+        still served: the destination gets the bytes, then the EOF (and the
+        client the reply, then the destination's answer).
+        """
+        factory = await self.socksd()
+        destination = RawDestination(self)
+        payload = os.urandom(20000)
+
+        def serve() -> tuple[bytes, str]:
+            connection = destination.accept()
+            received, end = readToEnd(connection)
+            return received, end
+
+        serving = deferToThread(serve)
+        sock = self.raw(factory.port)
+        sock.sendall(requestFor(5, destination.port) + payload)
+        sock.shutdown(socket.SHUT_WR)
+        self.assertEqual(await serving, (payload, "eof"))
+        received, end = await deferToThread(readToEnd, sock)
+        self.assertEqual((received[:4], len(received), end), (b"\x05\x00\x05\x00", 12, "eof"))
+
+    async def test_pendingBindCap(self) -> None:
+        """
+        One client address may have C{maxPendingBindsPerClient} BINDs
+        waiting at once: one more gets a general failure (05 01); once one
+        of them ends, a new BIND is served again.
+        """
+        factory = await self.socksd(maxPendingBindsPerClient=3)
+        waiting = []
+        for _ in range(3):
+            sock = self.raw(factory.port)
+            sock.sendall(bindRequest(5))
+            reply = await deferToThread(recvExactly, sock, 12)
+            self.assertEqual(reply[:4], b"\x05\x00\x05\x00")
+            waiting.append(sock)
+        refused = self.raw(factory.port)
+        refused.sendall(bindRequest(5))
+        received, end = await deferToThread(readToEnd, refused)
+        self.assertEqual((received[:4], end), (b"\x05\x00\x05\x01", "eof"))
+        waiting.pop().close()
+        self.assertTrue(await self.settled(lambda: factory.pendingBinds == {"127.0.0.1": 2}))
+        again = self.raw(factory.port)
+        again.sendall(bindRequest(5))
+        reply = await deferToThread(recvExactly, again, 12)
+        self.assertEqual(reply[:4], b"\x05\x00\x05\x00")
+
+    async def test_socks4PendingBindCap(self) -> None:
+        """
+        SOCKS4: a BIND over the cap gets 91.
+        """
+        factory = await self.socksd(maxPendingBindsPerClient=1)
+        first = self.raw(factory.port)
+        first.sendall(bindRequest(4))
+        self.assertEqual((await deferToThread(recvExactly, first, 8))[:2], b"\x00\x5a")
+        second = self.raw(factory.port)
+        second.sendall(bindRequest(4))
+        received, end = await deferToThread(readToEnd, second)
+        self.assertEqual((received[:2], end), (b"\x00\x5b", "eof"))
+
+
+class PendingBindOptionTests(SynchronousTestCase):
+    """
+    C{--max-pending-binds-per-client} and
+    C{ServerConfig.maxPendingBindsPerClient}.
+    """
+
+    def configFor(self, argv: list[str]) -> ServerConfig:
+        options = Options()
+        options.parseOptions(argv)
+        return list(makeService(options))[0].factory.config
+
+    def test_option(self) -> None:
+        """
+        The option reaches the configuration: 32 by default, 0 for no
+        limit; a negative number is a usage error.
+        """
+        self.assertEqual(self.configFor([]).maxPendingBindsPerClient, 32)
+        self.assertEqual(
+            self.configFor(["--max-pending-binds-per-client", "5"]).maxPendingBindsPerClient,
+            5,
+        )
+        self.assertIsNone(
+            self.configFor(["--max-pending-binds-per-client", "0"]).maxPendingBindsPerClient
+        )
+        self.assertRaises(
+            usage.UsageError,
+            Options().parseOptions,
+            ["--max-pending-binds-per-client", "-1"],
+        )
+
+    def test_config(self) -> None:
+        """
+        The configuration takes a positive number or None; anything else is
+        a C{ValueError}.
+        """
+        self.assertEqual(ServerConfig().maxPendingBindsPerClient, 32)
+        self.assertIsNone(ServerConfig(maxPendingBindsPerClient=None).maxPendingBindsPerClient)
+        for bad in (0, -3, True, 2.5, "8"):
+            self.assertRaises(ValueError, ServerConfig, maxPendingBindsPerClient=bad)
+
+
 class _Held(Protocol):
     """A server protocol that tells its factory it is connected and lost."""
 
@@ -447,5 +707,10 @@ class OrdinaryResetTests(_ResetTestsMixin, TestCase):
 
 
 if not sys.platform.startswith("linux"):
-    for _case in (SpliceResetTests, OrdinaryResetTests, AbortAfterWritingTests):
+    for _case in (
+        SpliceResetTests,
+        OrdinaryResetTests,
+        AbortAfterWritingTests,
+        AbandonedRequestTests,
+    ):
         _case.skip = "SIOCOUTQ and /proc/self/fd are Linux's"
