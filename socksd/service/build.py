@@ -2,9 +2,11 @@
 The service of C{twistd socksd}, built from its L{Options}: L{makeService}.
 
 It holds one listening service per C{--listen} description (Twisted's
-strports, with the backlog of L{withBacklog}; L{FastOpenEndpoint}s with
-C{--tcp-fastopen}; the services of L{socksd.service.workers} with
-C{--workers} and in a worker), the metrics (C{--metrics}), the raised
+endpoint strings, as strports would, with the backlog of L{withBacklog};
+L{FastOpenEndpoint}s with C{--tcp-fastopen}; the services of
+L{socksd.service.workers} with C{--workers} and in a worker; their ports
+report the connections they cannot accept to an L{AcceptErrors}), the
+metrics (C{--metrics}), the raised
 open-file limit, and the rules reloaded on SIGHUP (C{--rules}), all under
 one C{MultiService}.
 """
@@ -14,12 +16,17 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.internet import endpoints
 from twisted.logger import Logger
 
 from socksd.service.filelimit import RaiseFileLimit
-from socksd.service.listen import FastOpenEndpoint, withBacklog
+from socksd.service.listen import (
+    AcceptErrors,
+    FastOpenEndpoint,
+    ReportingEndpoint,
+    withBacklog,
+)
 from socksd.service.options import Options
 
 __all__ = ["makeService"]
@@ -107,26 +114,29 @@ def makeService(options: Options) -> service.IService:
     options["listen"] = [withBacklog(d) for d in options["listen"]]
     top = service.MultiService()
     listening = None
+    # Connections the listeners cannot accept (out of descriptors): one log
+    # line a second, and a metric.
+    acceptErrors = AcceptErrors(reactor)
     if options["workers"] > 1 or options["inherit-fds"]:
         from socksd.service import workers
 
-        listening = workers.serviceFor(options, factory, reactor)
+        listening = workers.serviceFor(options, factory, reactor, acceptErrors)
         listening.setServiceParent(top)
-    elif options["tcp-fastopen"]:
+    else:
         from twisted.application.internet import StreamServerEndpointService
 
         for description in options["listen"]:
-            endpoint = FastOpenEndpoint(
-                endpoints.serverFromString(reactor, description), options["tcp-fastopen"]
+            endpoint = endpoints.serverFromString(reactor, description)
+            if options["tcp-fastopen"]:
+                endpoint = FastOpenEndpoint(endpoint, options["tcp-fastopen"])
+            listener = StreamServerEndpointService(
+                ReportingEndpoint(endpoint, acceptErrors), factory
             )
-            listener = StreamServerEndpointService(endpoint, factory)
             listener._raiseSynchronously = True  # as strports.service does
             listener.setServiceParent(top)
-    else:
-        for description in options["listen"]:
-            strports.service(description, factory).setServiceParent(top)
     if options["metrics"]:
         _addMetrics(options, factory, reactor, top, listening)
+        acceptErrors.metrics = factory.metrics
     RaiseFileLimit().setServiceParent(top)
     if options["rules"] and policy is not None:
         # With --workers, the parent passes SIGHUP on to its workers.

@@ -23,7 +23,10 @@ C{worker} label (see L{socksd.service.workers}).  The series:
   - C{socksd_handshake_seconds}: a histogram of the time from connecting to
     a complete request;
   - C{socksd_tunnels}: the tunnels open now;
-  - C{socksd_auth_failures_total}: failed logins.
+  - C{socksd_auth_failures_total}: failed logins;
+  - C{socksd_accept_errors_total{error}}: connections the listening
+    sockets could not accept, by error (C{EMFILE}: out of file
+    descriptors; see L{socksd.service.listen.AcceptErrors}).
 """
 
 from __future__ import annotations
@@ -92,10 +95,22 @@ class Metrics:
         self.authFailures = Counter(
             "socksd_auth_failures", "Failed logins.", registry=self.registry
         )
+        self.acceptErrors = Counter(
+            "socksd_accept_errors",
+            "Connections the listening sockets could not accept, by error "
+            "(EMFILE: out of file descriptors).",
+            ["error"],
+            registry=self.registry,
+        )
 
     def handshakeDone(self, seconds: float) -> None:
         """A client's request is complete, C{seconds} after it connected."""
         self.handshakeSeconds.observe(max(0.0, seconds))
+
+    def acceptFailed(self, error: str) -> None:
+        """A listening socket could not accept a connection (C{error}: the
+        error's name, such as C{EMFILE})."""
+        self.acceptErrors.labels(error).inc()
 
     def tunnelOpened(self, record: Any) -> None:
         """The tunnel of the connection C{record} describes is up."""

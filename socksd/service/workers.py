@@ -423,10 +423,17 @@ class AdoptedPortsService(service.Service):
     C{reactor.adoptStreamPort}.
     """
 
-    def __init__(self, reactor: Any, fds: Sequence[int], factory: Any) -> None:
+    def __init__(
+        self, reactor: Any, fds: Sequence[int], factory: Any, acceptErrors: Any = None
+    ) -> None:
+        """
+        @param acceptErrors: a L{socksd.service.listen.AcceptErrors} the
+            ports report the connections they cannot accept to, or L{None}.
+        """
         self._reactor = reactor
         self._fds = list(fds)
         self._factory = factory
+        self._acceptErrors = acceptErrors
         self._ports: list[Any] = []
 
     def startService(self) -> None:
@@ -435,7 +442,10 @@ class AdoptedPortsService(service.Service):
             probe = socket.socket(fileno=fd)
             family = probe.family
             probe.detach()
-            self._ports.append(self._reactor.adoptStreamPort(fd, family, self._factory))
+            port = self._reactor.adoptStreamPort(fd, family, self._factory)
+            if self._acceptErrors is not None:
+                self._acceptErrors.watch(port)
+            self._ports.append(port)
             # The socket is shared with the parent and the other workers,
             # and must stay non-blocking or a worker that loses the race
             # for a connection blocks in accept(); PyPy's socket objects
@@ -451,15 +461,18 @@ class AdoptedPortsService(service.Service):
         return gatherResults([d for d in stops if d is not None])
 
 
-def serviceFor(options: Any, factory: Any, reactor: Any) -> service.IService:
+def serviceFor(
+    options: Any, factory: Any, reactor: Any, acceptErrors: Any = None
+) -> service.IService:
     """
     The listening service of C{twistd socksd} with C{--workers} above 1 (in
     the parent: L{WorkersService}) or with C{--inherit-fds} (in a worker:
-    L{AdoptedPortsService} serving C{factory}).
+    L{AdoptedPortsService} serving C{factory}, its ports reporting to
+    C{acceptErrors}).
     """
     if options["inherit-fds"]:
         fds = [int(fd) for fd in options["inherit-fds"].split(",") if fd]
-        return AdoptedPortsService(reactor, fds, factory)
+        return AdoptedPortsService(reactor, fds, factory, acceptErrors)
     return WorkersService(
         reactor,
         options["listen"],

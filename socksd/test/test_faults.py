@@ -27,8 +27,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.error import ConnectionAborted
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -37,6 +39,7 @@ from socksd.server.limits import ConnectionLimits
 from socksd.server.relay import splice as _splice
 from socksd.server.relay._transport import abortAfterWriting
 from socksd.service.build import makeService
+from socksd.service.listen import AcceptErrors
 from socksd.service.options import Options
 from socksd.testing import FakeResolver, RecordingTransport
 from socksd.upstream import DirectUpstream, upstreamFromSpec
@@ -706,11 +709,234 @@ class OrdinaryResetTests(_ResetTestsMixin, TestCase):
     splice = False
 
 
+
+class AcceptErrorsTests(SynchronousTestCase):
+    """
+    L{AcceptErrors}: the connections a listening port could not accept, in
+    one log line a second at most, and in the metrics.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.forwarded: list[dict[str, Any]] = []
+        self.errors = AcceptErrors(self.clock, publisher=self.forwarded.append)
+        self.logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def closed(self, count: int) -> None:
+        """Twisted's events for C{count} connections closed out of descriptors."""
+        self.errors(
+            {"log_format": "EMFILE encountered; releasing reserved file descriptor."}
+        )
+        for port in range(count):
+            self.errors(
+                {
+                    "log_format": "EMFILE recovery: Closed socket from {address}",
+                    "address": ("127.0.0.1", 40000 + port),
+                }
+            )
+        self.errors({"log_format": "Re-reserving EMFILE recovery file descriptor."})
+
+    def lines(self) -> list[str]:
+        return [
+            formatEvent(event)
+            for event in self.logged
+            if event.get("log_namespace") == "socksd.service.listen"
+        ]
+
+    def test_oneLinePerSecond(self) -> None:
+        """
+        The first connection not accepted is logged at once; the next ones
+        within the second are counted, and logged together a second after
+        the first line; a quiet second logs nothing.
+        """
+        self.closed(1)
+        self.assertEqual(len(self.lines()), 1)
+        self.assertIn("could not accept 1 connection(s)", self.lines()[0])
+        self.assertIn("EMFILE 1", self.lines()[0])
+        self.assertIn("ulimit -n", self.lines()[0])
+        self.clock.advance(0.2)
+        self.closed(700)
+        self.clock.advance(0.3)
+        self.closed(53)
+        self.assertEqual(len(self.lines()), 1)
+        self.clock.advance(0.5)
+        self.assertEqual(len(self.lines()), 2)
+        self.assertIn("could not accept 753 connection(s) in 0.8 s", self.lines()[1])
+        self.clock.advance(5)
+        self.assertEqual(len(self.lines()), 2)
+        self.assertEqual(self.errors.total, {"EMFILE": 754})
+        self.assertEqual(self.forwarded, [])
+
+    def test_otherErrors(self) -> None:
+        """
+        Accepts that failed otherwise are counted by their error; other
+        events go on to the publisher unchanged.
+        """
+        self.errors(
+            {
+                "log_format": "Could not accept new connection ({acceptError})",
+                "acceptError": "ENFILE",
+            }
+        )
+        other = {"log_format": "Something else", "log_level": None}
+        self.errors(other)
+        self.assertEqual(self.errors.total, {"ENFILE": 1})
+        self.assertIn("ENFILE 1", self.lines()[0])
+        self.assertEqual(self.forwarded, [other])
+
+    def test_metrics(self) -> None:
+        """
+        Each connection not accepted is counted in
+        C{socksd_accept_errors_total}, by error.
+        """
+        try:
+            from socksd.service.metrics import Metrics
+
+            metrics = Metrics()
+        except ImportError:  # pragma: no cover
+            raise self.skipTest("prometheus_client is not installed")
+        self.errors.metrics = metrics
+        self.closed(3)
+        self.assertIn(
+            b'socksd_accept_errors_total{error="EMFILE"} 3.0', metrics.text()
+        )
+
+    def test_stop(self) -> None:
+        """
+        C{stop} logs what is counted and not logged yet, and cancels the
+        line that was due.
+        """
+        self.closed(1)
+        self.closed(4)
+        self.errors.stop()
+        self.assertEqual(len(self.lines()), 2)
+        self.assertIn("could not accept 4 connection(s)", self.lines()[1])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class DescriptorExhaustionTests(SynchronousTestCase):
+    """
+    C{twistd socksd} out of file descriptors (C{RLIMIT_NOFILE} 64, 300
+    connections at once) logs one line a second about the connections it
+    could not accept, not several per connection; counts them in the
+    metrics; and serves again once descriptors are free.
+    """
+
+    def test_rateLimited(self) -> None:
+        """
+        One or two lines (not hundreds) report the connections not
+        accepted, with counts that add up to the metric; then a new client
+        is served.
+        """
+        import re
+        import resource
+        import signal
+        import subprocess
+        import tempfile
+
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:  # pragma: no cover
+            raise self.skipTest("prometheus_client is not installed")
+        import socksd
+        from socksd.test.test_workers import TWISTD, freePort
+
+        checkout = os.path.dirname(os.path.dirname(os.path.abspath(socksd.__file__)))
+        port, metricsPort = freePort(), freePort()
+        logFile = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        self.addCleanup(os.unlink, logFile.name)
+
+        def limit() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+        process = subprocess.Popen(
+            [
+                TWISTD,
+                "-n",
+                "--pidfile=",
+                "socksd",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--metrics",
+                f"tcp:{metricsPort}:interface=127.0.0.1",
+            ],
+            stdout=logFile,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONPATH=checkout),
+            cwd=checkout,
+            preexec_fn=limit,
+            start_new_session=True,
+        )
+
+        def stop() -> None:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+        self.addCleanup(stop)
+
+        def log() -> str:
+            with open(logFile.name) as reader:
+                return reader.read()
+
+        def greets() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                    sock.sendall(b"\x05\x01\x00")
+                    return sock.recv(2) == b"\x05\x00"
+            except OSError:
+                return False
+
+        deadline = time.monotonic() + 30
+        while not greets():
+            self.assertIsNone(process.poll(), log())
+            self.assertLess(time.monotonic(), deadline, log())
+            time.sleep(0.1)
+        clients = []
+        try:
+            for _ in range(300):
+                sock = socket.socket()
+                sock.setblocking(False)
+                try:
+                    sock.connect(("127.0.0.1", port))
+                except BlockingIOError:
+                    pass
+                clients.append(sock)
+            time.sleep(2.5)
+        finally:
+            for sock in clients:
+                sock.close()
+        line = re.compile(r"could not accept (\d+) connection\(s\) in [\d.]+ s \(EMFILE \d+\)")
+        deadline = time.monotonic() + 10
+        while not greets():
+            self.assertLess(time.monotonic(), deadline, log())
+            time.sleep(0.1)
+        text = log()
+        counts = [int(count) for count in line.findall(text)]
+        self.assertTrue(counts, text[-3000:])
+        # Connections came for about 2.5 s: a line a second at most.
+        self.assertLessEqual(len(counts), 4, text[-3000:])
+        self.assertNotIn("EMFILE recovery", text)
+        self.assertNotIn("Could not accept new connection", text)
+        with socket.create_connection(("127.0.0.1", metricsPort), timeout=5) as web:
+            web.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            page = b""
+            while chunk := web.recv(65536):
+                page += chunk
+        metric = re.search(
+            rb'socksd_accept_errors_total\{error="EMFILE"\} ([\d.]+)', page
+        )
+        self.assertIsNotNone(metric, page.decode("utf-8", "replace"))
+        self.assertEqual(float(metric.group(1)), sum(counts))
+        self.assertGreater(sum(counts), 100)
+
+
 if not sys.platform.startswith("linux"):
     for _case in (
         SpliceResetTests,
         OrdinaryResetTests,
         AbortAfterWritingTests,
         AbandonedRequestTests,
+        DescriptorExhaustionTests,
     ):
         _case.skip = "SIOCOUTQ and /proc/self/fd are Linux's"

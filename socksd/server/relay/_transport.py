@@ -402,7 +402,7 @@ def acceptOneAtATime(port: Any) -> None:
     port.startReading()
 
 
-def redirectAcceptLog(port: Any, observer: Any) -> None:
+def redirectAcceptLog(port: Any, observer: Any) -> bool:
     """
     Send the events the listening C{port} (Twisted's C{tcp.Port} or
     C{unix.Port}) logs about its accept loop (C{"Could not accept new
@@ -412,9 +412,15 @@ def redirectAcceptLog(port: Any, observer: Any) -> None:
     Twisted's port builds the logger of each accept loop from its own
     C{_logger}'s namespace and observer: this gives the port its own
     logger, with the same namespace and C{observer}.
+
+    @return: C{False}, changing nothing, when C{port} is not such a port.
     """
+    from twisted.internet import tcp
     from twisted.logger import Logger
 
+    if not isinstance(port, tcp.Port):
+        return False
     current = getattr(port, "_logger", None)
     namespace = getattr(current, "namespace", None) or type(port).__module__
     port._logger = Logger(namespace=namespace, source=port, observer=observer)
+    return True
