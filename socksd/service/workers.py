@@ -20,6 +20,10 @@ the connections over the workers.
     worker whose parent dies sees its standard input end, and stops.
   - A worker that dies is logged, and replaced after L{RESPAWN_DELAY}
     seconds.
+  - SIGHUP: the parent passes it on to every worker (each reloads its
+    rules).  A worker starts with SIGHUP blocked, and unblocks it once its
+    service runs, so that one passed on while it starts is held until then
+    (it would otherwise end the worker).
   - Metrics (C{--metrics}): each worker counts its own connections and
     reports its metrics to the parent every L{METRICS_INTERVAL} seconds,
     as one line of its output (L{MetricsReporter}); the parent alone
@@ -37,7 +41,8 @@ import json
 import os
 import socket
 import sys
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 from twisted.application import service
 from twisted.internet import endpoints, error
@@ -265,9 +270,13 @@ class WorkersService(service.Service):
         ]
         protocol = _WorkerProtocol(self, index)
         self.workers[index] = protocol
-        self._reactor.spawnProcess(
-            protocol, self._executable, args, env=env, childFDs=childFDs
-        )
+        # The worker starts with SIGHUP blocked (the signal mask is
+        # inherited), so that a SIGHUP passed on while it starts is held
+        # until it can reload, rather than ending it (L{signalWorkers}).
+        with _hangupBlocked():
+            self._reactor.spawnProcess(
+                protocol, self._executable, args, env=env, childFDs=childFDs
+            )
 
     def _ended(self, worker: _WorkerProtocol, reason: Failure) -> None:
         if self.workers.get(worker.index) is worker:
@@ -459,6 +468,22 @@ class AdoptedPortsService(service.Service):
         ports, self._ports = self._ports, []
         stops = [port.stopListening() for port in ports]
         return gatherResults([d for d in stops if d is not None])
+
+
+@contextmanager
+def _hangupBlocked() -> Iterator[None]:
+    """Block SIGHUP in this thread for the block (where the system can)."""
+    import signal
+
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None or not hasattr(signal, "SIGHUP"):
+        yield
+        return
+    previous = block(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, previous)
 
 
 def serviceFor(

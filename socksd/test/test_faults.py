@@ -931,6 +931,86 @@ class DescriptorExhaustionTests(SynchronousTestCase):
         self.assertGreater(sum(counts), 100)
 
 
+
+class WorkerHangupTests(SynchronousTestCase):
+    """
+    C{twistd socksd --workers 2 --rules}: a SIGHUP passed on to a worker
+    while it starts (a replacement, after one was killed) is held until it
+    can reload, rather than ending it.
+    """
+
+    def test_hangupWhileStarting(self) -> None:
+        """
+        With SIGHUPs every 50 ms while a killed worker is replaced, no
+        worker dies of SIGHUP, and the replacement reloads the rules.
+        """
+        import re
+        import signal
+        import subprocess
+        import tempfile
+
+        import socksd
+        from socksd.test.test_workers import READY, TWISTD, freePort
+
+        checkout = os.path.dirname(os.path.dirname(os.path.abspath(socksd.__file__)))
+        directory = tempfile.mkdtemp()
+        rules = os.path.join(directory, "rules.toml")
+        with open(rules, "w") as file:
+            file.write('client-default = "pass"\n')
+        logPath = os.path.join(directory, "socksd.log")
+        self.addCleanup(lambda: [os.unlink(rules), os.unlink(logPath), os.rmdir(directory)])
+        with open(logPath, "w") as logFile:
+            process = subprocess.Popen(
+                [
+                    TWISTD, "-n", "--pidfile=", "socksd", "--workers", "2",
+                    "--listen", f"tcp:{freePort()}:interface=127.0.0.1",
+                    "--rules", rules,
+                ],
+                stdout=logFile,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ, PYTHONPATH=checkout),
+                cwd=checkout,
+                start_new_session=True,
+            )
+
+        def stop() -> None:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+        self.addCleanup(stop)
+
+        def log() -> str:
+            with open(logPath) as reader:
+                return reader.read()
+
+        def workers() -> set[int]:
+            return {int(pid) for _, pid in READY.findall(log())}
+
+        deadline = time.monotonic() + 30
+        while len(workers()) < 2:
+            self.assertIsNone(process.poll(), log())
+            self.assertLess(time.monotonic(), deadline, log())
+            time.sleep(0.1)
+        first = workers()
+        os.kill(min(first), signal.SIGKILL)
+        for _ in range(80):
+            time.sleep(0.05)
+            os.kill(process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while len(workers()) < 3:
+            self.assertLess(time.monotonic(), deadline, log())
+            time.sleep(0.1)
+        [replacement] = workers() - first
+        deadline = time.monotonic() + 20
+        reloaded = re.compile(rf"\(pid {replacement}\): \[socksd\.service\.build\] reloaded")
+        while not reloaded.search(log()):
+            self.assertLess(time.monotonic(), deadline, log())
+            time.sleep(0.1)
+        self.assertNotIn("signal 1", log())
+        self.assertEqual(log().count(") died"), 1, log())
+
+
 if not sys.platform.startswith("linux"):
     for _case in (
         SpliceResetTests,
