@@ -25,7 +25,7 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.error import ConnectionAborted
+from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import EventLoggingObserver
@@ -34,7 +34,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from socksd.server import ServerConfig, SocksServerFactory
+from socksd.server import ServerConfig, SocksServerFactory, pipeline
 from socksd.server.limits import ConnectionLimits
 from socksd.server.relay import splice as _splice
 from socksd.server.relay._transport import abortAfterWriting
@@ -315,6 +315,51 @@ class _ResetTestsMixin:
         relays = self.recordRelays()
         await self.clientResets(await self.socksd(), 5)
         self.assertRelayKind(relays)
+
+    async def test_resetSeenAsHangUp(self) -> None:
+        """
+        A reset the reactor reports as a hang-up (its event raced with the
+        kernel's handling of the RST: the socket looked closed before it
+        looked shut for reading, and Twisted took it for an EOF) still
+        reaches the client as a reset: the socket's pending error tells.
+        """
+        relays: list[Any] = []
+        original = pipeline.startRelay
+
+        def recording(*args: Any, **kwargs: Any) -> Any:
+            relay = original(*args, **kwargs)
+            relays.append(relay)
+            return relay
+
+        self.patch(pipeline, "startRelay", recording)
+        proxyPort = await self.socksd()
+        destination = RawDestination(self)
+        accepting = deferToThread(destination.accept)
+        ending = deferToThread(
+            lambda: readToEnd(tunnelThrough(proxyPort, destination.port))
+        )
+        connection = await accepting
+        for _ in range(250):
+            if relays:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        [relay] = relays
+        upstream = (
+            relay._upstream.transport if self.splice else relay.down.source
+        )
+        # In one turn of the reactor, so that nothing reads the socket: the
+        # destination resets, the kernel closes socksd's socket, and the
+        # reactor reports a hang-up, as in the race.
+        connection.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+        connection.close()
+        deadline = time.monotonic() + 5
+        while upstream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] != 7:
+            self.assertLess(time.monotonic(), deadline, "no reset reached socksd")
+            time.sleep(0.001)
+        reactor._disconnectSelectable(upstream, ConnectionDone(), True)
+        self.assertEqual(await ending, (b"", "reset"))
 
     async def test_cleanEndStaysClean(self) -> None:
         """

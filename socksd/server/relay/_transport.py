@@ -20,6 +20,8 @@ L{boundDestination}) live here too.
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 from ipaddress import IPv4Address, ip_address
 from typing import Any
@@ -34,6 +36,7 @@ __all__ = [
     "setNoDelay",
     "abortTransport",
     "abortAfterWriting",
+    "socketError",
     "unsentBytes",
     "ABORT_GRACE",
     "tcpTransports",
@@ -96,6 +99,38 @@ def abortTransport(transport: Any) -> None:
         abort()
     else:
         transport.loseConnection()
+
+
+def socketError(transport: Any) -> OSError | None:
+    """
+    Take the error C{transport}'s socket holds (C{SO_ERROR}), if any: a
+    reset the reactor reported as a hang-up.
+
+    Out of a hang-up event (C{EPOLLHUP}) without data to read, Twisted
+    reports the end of a socket's reading as an EOF; but a reset racing
+    with the reactor's look at the socket shows as such a hang-up too
+    (the kernel marks the socket closed before it marks it shut for
+    reading).  The reset's error is set before either, so an end with an
+    error here was a reset, not an EOF.  C{transport} is a plain TCP one,
+    or anything with its C{socket} (socksd's client tunnel); others have
+    none to look at.
+
+    @return: the error, or L{None}.
+    """
+    sock = getattr(transport, "socket", None)
+    if sock is None:
+        return None
+    try:
+        code = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
+    except (OSError, AttributeError, TypeError):
+        return None
+    if not code:
+        return None
+    return OSError(code, os.strerror(code))
+
+
+_SOL_SOCKET = socket.SOL_SOCKET
+_SO_ERROR = socket.SO_ERROR
 
 
 #: Seconds L{abortAfterWriting} waits, at most, for a transport's bytes to

@@ -72,6 +72,7 @@ from twisted.python.failure import Failure
 from socksd.server.relay._transport import (
     abortAfterWriting,
     closeNow,
+    socketError,
     plainTcpOf,
     TakenSocket,
     setNoDelay,
@@ -656,11 +657,20 @@ class SpliceRelay(IdleWatch):
             transport.loseConnection()
 
     def _hungUp(self, side: TakenSocket) -> None:
-        """The reactor unregistered C{side}'s reading at a hang-up."""
+        """
+        The reactor unregistered C{side}'s reading at a hang-up: the source
+        ended; with an EOF, or with a reset the reactor saw as a hang-up
+        (L{socksd.server.relay._transport.socketError}).
+        """
         side.reading = False
         direction = side.feeds
-        if not self.closed and not direction.ended:
-            direction.sourceEnded()
+        if self.closed or direction.ended:
+            return
+        error = socketError(side.transport)
+        if error is not None:
+            self._socketError(side, error)
+            return
+        direction.sourceEnded()
 
     def _lost(self, side: TakenSocket, reason: Failure) -> None:
         """

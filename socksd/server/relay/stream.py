@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -43,6 +43,7 @@ from zope.interface import implementer
 from socksd.server.relay._transport import (
     abortAfterWriting,
     abortTransport,
+    socketError,
     unregisterProducer,
 )
 
@@ -188,9 +189,15 @@ class RelayDirection:
 
     def readConnectionLost(self) -> None:
         """The source sent EOF: shut down writing to the sink, after the
-        bytes in flight."""
+        bytes in flight.  (A reset the reactor reported as a hang-up is
+        a loss, not an EOF: see L{socketError}.)"""
         if not self.ended:
             self.ended = True
+            error = socketError(self.source)
+            if error is not None:
+                self.relay._lost(self, Failure(ConnectionLost(error.strerror)))
+                abortTransport(self.source)
+                return
             self.relay._readEnded(self)
 
     def writeConnectionLost(self) -> None:
