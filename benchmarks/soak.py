@@ -915,8 +915,17 @@ class Soak:
 
     # faults
 
-    def fault(self, kind: str, affects: set[str], duration: float, **details: Any) -> None:
-        now = time.time()
+    def fault(
+        self,
+        kind: str,
+        affects: set[str],
+        duration: float,
+        at: float | None = None,
+        **details: Any,
+    ) -> None:
+        """Record a fault injected at C{at} (now by default): what it
+        hits, for C{duration} seconds."""
+        now = time.time() if at is None else at
         self.faults.append({"t": now, "kind": kind, **details})
         if affects:
             self.windows.append((now, now + duration, affects))
@@ -933,12 +942,14 @@ class Soak:
             self.fault("kill a worker: none found", set(), 0)
             return
         victim = random.choice(workers)
+        at = time.time()
         os.kill(victim, signal.SIGKILL)
-        self.fault("worker of A killed", {"A", "AB"}, 6.0, pid=victim)
+        self.fault("worker of A killed", {"A", "AB"}, 6.0, at=at, pid=victim)
 
     def killUpstream(self) -> None:
+        at = time.time()
         self.serverB.kill()
-        self.fault("B killed (upstream death)", {"B", "AB"}, 12.0)
+        self.fault("B killed (upstream death)", {"B", "AB"}, 12.0, at=at)
 
     def restartUpstream(self) -> None:
         self.serverB.start()
@@ -1084,8 +1095,11 @@ class Soak:
         outcomes: dict[str, Counter] = defaultdict(Counter)
         lost = []
         rows: dict[int, Counter] = defaultdict(Counter)
+        casualties: Counter = Counter()
         for outcome in self.outcomes:
             kind = self.classify(outcome)
+            if kind == "casualty":
+                casualties[outcome["o"]] += 1
             name = outcome["s"]
             byScenario[name]["tunnels"] += 1
             byScenario[name][kind] += 1
@@ -1116,6 +1130,7 @@ class Soak:
             "outcomes": {name: dict(counts) for name, counts in outcomes.items()},
             "rows": {str(index): dict(counts) for index, counts in sorted(rows.items())},
             "lost": lost,
+            "casualties": dict(casualties),
             "acceptErrors": re.findall(r"socksd_accept_errors_total\{.*", metrics),
             "tunnels": len(self.outcomes),
         }
@@ -1128,9 +1143,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     """A reStructuredText grid-less (simple) table."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     rule = "  ".join("=" * width for width in widths)
-    lines = [rule, "  ".join(h.ljust(w) for h, w in zip(header, widths)), rule]
+    lines = [rule, "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(), rule]
     for row in rows:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
     lines.append(rule)
     return "\n".join(lines)
 
@@ -1245,6 +1260,13 @@ def report(results: dict, row: float) -> str:
         f" (per process), {reloads['keptLines']} 'keeping the previous rules',"
         f" {reloads['workersDied']} workers died (and were replaced)."
     )
+    casualties = results.get("casualties", {})
+    if casualties:
+        out.append(
+            "Casualties of the faults, by outcome: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(casualties.items(), key=lambda i: -i[1]))
+            + "."
+        )
     lost = results["lost"]
     why = Counter(item["o"] for item in lost)
     out.append(

@@ -6,15 +6,16 @@ The relays and the connection look inside Twisted's plain TCP transports
 reply at once rather than after a turn of the reactor (L{writeNow}), to
 take a socket over for splice(2) (L{takeBuffered}, L{TakenSocket},
 L{closeNow}), to reset a connection once what it holds is delivered
-(L{abortAfterWriting}), to accept one connection at a time
-(L{acceptOneAtATime}), to report a listening port's accept failures
-elsewhere (L{redirectAcceptLog}).  Those reads and writes of Twisted's private or
-undocumented attributes (C{_tempDataBuffer}, C{dataBuffer}, C{offset},
-C{_writeDisconnecting}, C{_writeDisconnected}, C{_shouldShutdown},
-C{socket}, C{reactor}, C{doRead}/C{doWrite}, C{numberAccepts},
-C{_logger} ...) are all
-here, so that a change in Twisted is met in this one module.  The helpers
-that only use the transport interfaces (L{setNoDelay}, L{abortTransport},
+(L{abortAfterWriting}), to tell a reset reported as a hang-up from an EOF
+(L{socketError}), to accept one connection at a time
+(L{acceptOneAtATime}), and to report a listening port's accept failures
+elsewhere (L{redirectAcceptLog}).  Those reads and writes of Twisted's
+private or undocumented attributes (C{_tempDataBuffer}, C{dataBuffer},
+C{offset}, C{_writeDisconnecting}, C{_writeDisconnected},
+C{_shouldShutdown}, C{socket}, C{reactor}, C{doRead}/C{doWrite},
+C{numberAccepts}, C{_logger} ...) are all here, so that a change in
+Twisted is met in this one module.  The helpers that only use the
+transport interfaces (L{setNoDelay}, L{abortTransport},
 L{boundDestination}) live here too.
 """
 
