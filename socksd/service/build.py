@@ -2,12 +2,13 @@
 The service of C{twistd socksd}, built from its L{Options}: L{makeService}.
 
 It holds one listening service per C{--listen} description (Twisted's
-strports, with the backlog of L{withBacklog}; L{FastOpenEndpoint}s with
-C{--tcp-fastopen}; the services of L{socksd.service.workers} with
-C{--workers} and in a worker), the metrics (C{--metrics}) and the raised
-open-file limit, all under
-one C{MultiService}; and the L{Reloader}, which reloads the configuration
-on SIGHUP.
+endpoint strings, as strports would, with the backlog of L{withBacklog};
+L{FastOpenEndpoint}s with C{--tcp-fastopen}; the services of
+L{socksd.service.workers} with C{--workers} and in a worker; their ports
+report the connections they cannot accept to an L{AcceptErrors}), the
+metrics (C{--metrics}), the raised
+open-file limit, and all under one C{MultiService}; and the L{Reloader}, which
+reloads the configuration on SIGHUP.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from twisted.internet import endpoints
 from twisted.logger import Logger
 
 from socksd.service.filelimit import RaiseFileLimit
-from socksd.service.listen import FastOpenEndpoint, listeningService, withBacklog
+from socksd.service.listen import (
+    AcceptErrors,
+    FastOpenEndpoint,
+    ReportingEndpoint,
+    listeningService,
+    withBacklog,
+)
 from socksd.service.options import Options
 
 __all__ = ["makeService", "Reloader", "RESTART_OPTIONS"]
@@ -108,6 +115,7 @@ def _parts(options: Options, reactor: Any) -> dict[str, Any]:
         socks4WithAuth=bool(options["socks4-with-auth"]),
         bindAddress=options["bind-address"],
         bindTimeout=options["bind-timeout"] or None,
+        maxPendingBindsPerClient=options["max-pending-binds-per-client"] or None,
         udpTimeout=options["udp-timeout"] or None,
         httpConnect=bool(options["http-connect"]),
         splice=not options["no-splice"],
@@ -149,22 +157,27 @@ def makeService(options: Options) -> service.IService:
     options["listen"] = [withBacklog(d) for d in options["listen"]]
     top = service.MultiService()
     listening = None
+    # Connections the listeners cannot accept (out of descriptors): one log
+    # line a second, and a metric.
+    acceptErrors = AcceptErrors(reactor)
     if options["workers"] > 1 or options["inherit-fds"]:
         from socksd.service import workers
 
-        listening = workers.serviceFor(options, factory, reactor)
+        listening = workers.serviceFor(options, factory, reactor, acceptErrors)
         listening.setServiceParent(top)
     else:
         for given, description in zip(running["listen"], options["listen"]):
             endpoint = endpoints.serverFromString(reactor, description)
             if options["tcp-fastopen"]:
                 endpoint = FastOpenEndpoint(endpoint, options["tcp-fastopen"])
+            endpoint = ReportingEndpoint(endpoint, acceptErrors)
             listeningService(given, endpoint, factory).setServiceParent(top)
     if factory.socks6Dtls is not None:
         factory.socks6Dtls.service(dtls).setServiceParent(top)
     fleet = _applySharedState(options, factory, reactor, top)
     if options["metrics"]:
         _addMetrics(options, factory, reactor, top, listening, fleet)
+        acceptErrors.metrics = factory.metrics
     RaiseFileLimit().setServiceParent(top)
     # With --workers, the parent passes SIGHUP on to its workers.
     forward = getattr(listening, "signalWorkers", None)
