@@ -99,18 +99,28 @@ class LoginThrottle:
         @param onLock: called with the address at each lock (metrics).
         @param maxAddresses: the most addresses remembered.
         """
-        if failures < 1 or period <= 0:
-            raise ValueError("failures and period must be positive")
         self._reactor = reactor
-        self.failures = failures
-        self.period = period
-        self.lockout = period if lockout is None else lockout
-        self.maxLockout = max(maxLockout, self.lockout)
+        self._lockoutGiven = lockout
+        self._maxLockoutGiven = maxLockout
+        self.configure(failures, period)
         self.onLock = onLock
         self.maxAddresses = maxAddresses
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self.locked = 0
         self.refused = 0
+
+    def configure(self, failures: int, period: float) -> None:
+        """
+        Take new limits (a reload): the locks in force stay, and the
+        failures counted so far count against the new limits.
+        """
+        if failures < 1 or period <= 0:
+            raise ValueError("failures and period must be positive")
+        self.failures = failures
+        self.period = period
+        given = self._lockoutGiven
+        self.lockout = period if given is None else given
+        self.maxLockout = max(self._maxLockoutGiven, self.lockout)
 
     def allowed(self, client: Any) -> bool:
         """

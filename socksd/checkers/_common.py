@@ -176,6 +176,7 @@ class ThreadPoolChecker:
         self._semaphore = DeferredSemaphore(size)
         self._reactor = reactor
         self._shutdown: Any = None
+        self._retired = False
         self.running = 0
 
     def _getReactor(self) -> Any:
@@ -204,6 +205,19 @@ class ThreadPoolChecker:
                     pass
                 self._shutdown = None
             pool.stop()
+
+    def retire(self) -> None:
+        """
+        The owner is done with this checker (a reload replaced it): stop
+        its pool once no check runs or waits, now or when the last one is
+        answered.
+        """
+        self._retired = True
+        self._stopIfIdle()
+
+    def _stopIfIdle(self) -> None:
+        if self._retired and not self.running and not self._semaphore.waiting:
+            self.stop()
 
     def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
         """Run the check in the pool; see the class docstring."""
@@ -243,6 +257,7 @@ class ThreadPoolChecker:
             def done(outcome: Any) -> None:
                 self.running -= 1
                 self._semaphore.release()
+                self._stopIfIdle()
                 answer(outcome)
 
             work.addBoth(done)

@@ -211,6 +211,7 @@ class RadiusClient(DatagramProtocol):
         self._pending: dict[int, _Pending] = {}
         self._next = 0
         self._port: Any = None
+        self._retired = False
         self._servers = {
             (ipaddress.ip_address(host), port): index
             for index, (host, port) in enumerate(settings.servers)
@@ -223,6 +224,15 @@ class RadiusClient(DatagramProtocol):
             host = self.settings.servers[0][0]
             interface = "::" if ":" in host else ""
             self._port = self.reactor.listenUDP(0, self, interface=interface)
+
+    def retire(self) -> None:
+        """
+        The owner is done with this client (a reload replaced it): close
+        it once no request is in flight, now or when the last one ends.
+        """
+        self._retired = True
+        if not self._pending:
+            self.close()
 
     def close(self) -> None:
         """Stop listening; requests in flight fail."""
@@ -323,6 +333,8 @@ class RadiusClient(DatagramProtocol):
         self._pending.pop(pending.packet.id, None)
         if pending.call is not None and pending.call.active():
             pending.call.cancel()
+        if self._retired and not self._pending and self._port is not None:
+            self.close()
         if isinstance(result, Exception):
             pending.result.errback(result)
         else:
@@ -384,6 +396,10 @@ class RadiusChecker:
 
     def __init__(self, client: RadiusClient) -> None:
         self.client = client
+
+    def retire(self) -> None:
+        """A reload replaced this checker: see L{RadiusClient.retire}."""
+        self.client.retire()
 
     def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
         """See L{ICredentialsChecker.requestAvatarId}."""

@@ -18,6 +18,7 @@ Nothing in this package imports Twisted.
 from socksd.handshake._actions import (
     AcceptContext,
     Action,
+    AwaitSessions,
     CheckCredentials,
     HandshakeSettings,
     Refuse,
@@ -35,6 +36,7 @@ from socksd.handshake.socks6 import Socks6Handshake
 __all__ = [
     "AcceptContext",
     "Action",
+    "AwaitSessions",
     "CheckCredentials",
     "HandshakeSettings",
     "HttpHandshake",

@@ -19,7 +19,11 @@ actions, in order, for the connection to carry out:
     the reactor thread (the GSS-API library reads the keytab and the
     replay cache) and answers with C{contextStep} or
     C{contextFailed} (of L{socksd.handshake.socks5.GssapiSocks5Handshake}),
-    which return more actions.
+    which return more actions;
+  - L{AwaitSessions}: the session store answers later (a shared store, in
+    Redis): wait for C{pending}, then call the handshake's
+    C{sessionsAnswered(answer)}, which returns more actions (only SOCKS6
+    asks this).
 
 Nothing here imports Twisted: the handshakes are tested with hex vectors fed
 at every split, like the codecs.
@@ -42,6 +46,7 @@ __all__ = [
     "RequestReady",
     "Refuse",
     "AcceptContext",
+    "AwaitSessions",
     "Action",
     "Request",
     "HandshakeSettings",
@@ -259,7 +264,22 @@ class AcceptContext:
     token: bytes
 
 
-Action = Union[Send, CheckCredentials, RequestReady, Refuse, AcceptContext]
+@dataclass(frozen=True, slots=True)
+class AwaitSessions:
+    """
+    The session store will answer later: wait for C{pending} (an object of
+    the store's, opaque to the handshake: with a Twisted server, a
+    C{Deferred} that fires with a
+    L{SessionAnswer <socksd.handshake._sessions.SessionAnswer>} within the
+    store's deadline), then call the handshake's C{sessionsAnswered(answer)}.
+    """
+
+    pending: Any
+
+
+Action = Union[
+    Send, CheckCredentials, RequestReady, Refuse, AcceptContext, AwaitSessions
+]
 
 
 class ServerHandshake(Protocol):

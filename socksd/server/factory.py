@@ -234,10 +234,19 @@ class SocksServerFactory(Factory):
     @ivar handshakeSettings: what the handshakes need to know
         (L{socksd.handshake.HandshakeSettings}), from the configuration and
         the authenticator.
+    @ivar pendingBinds: how many BINDs each client address (its
+        L{socksd.server.limits.clientKey}) has waiting for their peer, for
+        C{ServerConfig.maxPendingBindsPerClient}; made by the first BIND.
     @ivar socks6Sessions: the SOCKS6 sessions
         (L{socksd.server.socks6.sessions.SessionTable}), made when the first
         SOCKS6 client comes (L{sessionTableFor}); set one before serving for
         other limits.
+    @ivar socks6Dtls: the SOCKS6 DTLS relay port's protocol
+        (L{socksd.server.socks6.dtls.DtlsRelay}) the SOCKS6 UDP associations
+        register with, or L{None} for no DTLS.
+    @ivar socks6Reservations: the UDP ports SOCKS6 associations reserved
+        (Port Parity), made on first use
+        (L{socksd.server.socks6.udp.reservationsFor}).
     """
 
     limits: Any = None
@@ -245,6 +254,9 @@ class SocksServerFactory(Factory):
     throttle: Any = None
     outgoingAddress: Any = None
     socks6Sessions: Any = None
+    socks6Dtls: Any = None
+    socks6Reservations: Any = None
+    pendingBinds: Any = None
     policy = _PolicySlot()
     authenticator = _AuthenticatorSlot()
     gssapi = _GssapiSlot()

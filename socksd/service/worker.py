@@ -1,7 +1,9 @@
 """
 One worker process of C{twistd socksd --workers N}
 (L{socksd.service.workers}): the parent runs C{python -m
-socksd.service.worker OPTIONS --inherit-fds 3,4}, and L{main} runs it.
+socksd.service.worker --inherit-fds 3,4} and writes the socksd options to
+its standard input as one JSON line (L{readArguments}), and L{main} runs
+it.
 
 The worker builds the same service as the parent, from the same options
 (with C{--inherit-fds}: it adopts the inherited listening sockets), writes
@@ -90,6 +92,46 @@ def _lineObserver(stream: Any, reactor: Any = None) -> Any:
     return observe
 
 
+def readArguments(fd: int = 0) -> list[str]:
+    """
+    Read the socksd options the parent sends, as one JSON line, from
+    C{fd} (standard input), a byte at a time so that nothing after the
+    line is taken from the parent watch.
+    """
+    import json
+
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        line += byte
+    arguments = json.loads(line.decode("utf-8")) if line.strip() else []
+    if not isinstance(arguments, list) or not all(isinstance(a, str) for a in arguments):
+        raise SystemExit("socksd worker: bad arguments from the parent")
+    return arguments
+
+
+def _start(top: Any) -> None:
+    """
+    Start the worker's service; then take the SIGHUPs the parent passes on
+    (the worker started with SIGHUP blocked, see
+    L{socksd.service.workers}): a worker that reloads rules has its
+    handler now, and one held while it started is delivered to it; a
+    worker with nothing to reload ignores them.
+    """
+    import signal
+
+    try:
+        top.startService()
+    finally:
+        if hasattr(signal, "SIGHUP"):
+            if signal.getsignal(signal.SIGHUP) in (signal.SIG_DFL, None):
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            if hasattr(signal, "pthread_sigmask"):
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """
     Run one worker: socksd's options (with C{--inherit-fds}) in C{argv}.
@@ -99,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from twisted.python import usage
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if os.environ.get("SOCKSD_WORKER_ARGUMENTS") == "stdin":
+        argv = readArguments() + argv
     globalLogBeginner.beginLoggingTo(
         [_lineObserver(sys.stdout, reactor)], redirectStandardIO=False
     )
@@ -112,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     top = makeService(options)
     os.set_blocking(0, False)
     reactor.addReader(_ParentWatch(reactor))
-    reactor.callWhenRunning(top.startService)
+    reactor.callWhenRunning(_start, top)
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     log.info(
         "worker {worker} serving (pid {pid})",

@@ -6,8 +6,10 @@ The parent (the C{twistd} process) listens on every C{--listen} description
 itself, never accepts (its ports stop reading at once), and starts the
 workers with L{twisted.internet.interfaces.IReactorProcess.spawnProcess},
 passing the listening sockets as inherited file descriptors 3, 4, ...  Each
-worker is C{python -m socksd.service.worker OPTIONS --inherit-fds 3,4}
-(L{socksd.service.worker}): it builds the same service from the same
+worker is C{python -m socksd.service.worker --inherit-fds 3,4}
+(L{socksd.service.worker}), given the parent's options as a line on its
+standard input (never on its command line, where C{ps} would show the
+passwords they may hold): it builds the same service from the same
 options, adopts the sockets with C{reactor.adoptStreamPort}
 (L{AdoptedPortsService}), and runs its own reactor, so the kernel spreads
 the connections over the workers.
@@ -20,11 +22,20 @@ the connections over the workers.
     worker whose parent dies sees its standard input end, and stops.
   - A worker that dies is logged, and replaced after L{RESPAWN_DELAY}
     seconds.
+  - SIGHUP: the parent passes it on to every worker (each reloads its
+    rules).  A worker starts with SIGHUP blocked, and unblocks it once its
+    service runs, so that one passed on while it starts is held until then
+    (it would otherwise end the worker).
   - Metrics (C{--metrics}): each worker counts its own connections and
     reports its metrics to the parent every L{METRICS_INTERVAL} seconds,
     as one line of its output (L{MetricsReporter}); the parent alone
     listens on the metrics endpoint and serves every worker's latest
     report, each series labelled C{worker="N"} (L{WorkersMetrics}).
+
+With C{--tcp-fastopen}, the parent sets C{TCP_FASTOPEN} on each socket it
+listens with (L{socksd.service.listen.setFastOpen}) before the workers
+inherit it: the option belongs to the socket, so every worker accepts with
+it.
 
 Only descriptions whose transports are plain sockets can be shared this way
 (C{tcp}, C{tcp6}, C{unix}); TLS and PROXY-protocol listeners wrap the
@@ -37,7 +48,8 @@ import json
 import os
 import socket
 import sys
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 from twisted.application import service
 from twisted.internet import endpoints, error
@@ -45,6 +57,8 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from socksd.service.listen import setFastOpen
 
 __all__ = [
     "WorkersService",
@@ -87,6 +101,11 @@ def checkListens(descriptions: Sequence[str]) -> None:
                 f"--workers cannot share {description!r}: only tcp, tcp6 and "
                 "unix listeners can be shared by worker processes"
             )
+
+
+def argumentsLine(arguments: Sequence[str]) -> bytes:
+    """The line that gives a worker its socksd options (as JSON)."""
+    return json.dumps(list(arguments)).encode("utf-8") + b"\n"
 
 
 def workerArguments(argv: Sequence[str]) -> list[str]:
@@ -186,18 +205,22 @@ class WorkersService(service.Service):
         count: int,
         arguments: Sequence[str],
         executable: str = sys.executable,
+        fastOpen: int = 0,
     ) -> None:
         """
         @param descriptions: the C{--listen} descriptions.
         @param count: how many workers.
         @param arguments: the workers' socksd options (see
             L{workerArguments}).
+        @param fastOpen: the C{TCP_FASTOPEN} queue length for the
+            listening sockets (C{--tcp-fastopen}), or 0 for none.
         """
         self._reactor = reactor
         self._descriptions = list(descriptions)
         self._count = count
         self._arguments = list(arguments)
         self._executable = executable
+        self._fastOpen = fastOpen
         self._ports: list[Any] = []
         self.workers: dict[int, _WorkerProtocol] = {}
         #: Each running worker's latest metrics report (Prometheus' text
@@ -232,10 +255,23 @@ class WorkersService(service.Service):
             failures: list[Failure] = []
             deferred.addErrback(failures.append)
             if failures:
+                if failures[0].check(error.CannotListenError):
+                    from socksd.service.listen import (
+                        StartupError,
+                        explainListenError,
+                        reportStartupErrors,
+                    )
+
+                    reportStartupErrors()
+                    message = explainListenError(description, failures[0].value)
+                    log.error("{message}", message=message)
+                    raise StartupError(message)
                 failures[0].raiseException()
             port = ports[0]
             port.stopReading()
             self._ports.append(port)
+            if self._fastOpen:
+                setFastOpen(port, self._fastOpen)
             log.info(
                 "listening on {description} for {count} workers",
                 description=description,
@@ -255,19 +291,27 @@ class WorkersService(service.Service):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env["SOCKSD_WORKER"] = str(index)
+        env["SOCKSD_WORKER_ARGUMENTS"] = "stdin"
+        # The socksd options (which may hold passwords: --auth memory:...,
+        # upstream URLs with credentials) go over the worker's standard
+        # input, never on its command line, where ps would show them.
         args = [
             self._executable,
             "-m",
             "socksd.service.worker",
-            *self._arguments,
             "--inherit-fds",
             ",".join(map(str, fds)),
         ]
         protocol = _WorkerProtocol(self, index)
         self.workers[index] = protocol
-        self._reactor.spawnProcess(
-            protocol, self._executable, args, env=env, childFDs=childFDs
-        )
+        # The worker starts with SIGHUP blocked (the signal mask is
+        # inherited), so that a SIGHUP passed on while it starts is held
+        # until it can reload, rather than ending it (L{signalWorkers}).
+        with _hangupBlocked():
+            transport = self._reactor.spawnProcess(
+                protocol, self._executable, args, env=env, childFDs=childFDs
+            )
+        transport.writeToChild(0, argumentsLine(self._arguments))
 
     def _ended(self, worker: _WorkerProtocol, reason: Failure) -> None:
         if self.workers.get(worker.index) is worker:
@@ -423,10 +467,17 @@ class AdoptedPortsService(service.Service):
     C{reactor.adoptStreamPort}.
     """
 
-    def __init__(self, reactor: Any, fds: Sequence[int], factory: Any) -> None:
+    def __init__(
+        self, reactor: Any, fds: Sequence[int], factory: Any, acceptErrors: Any = None
+    ) -> None:
+        """
+        @param acceptErrors: a L{socksd.service.listen.AcceptErrors} the
+            ports report the connections they cannot accept to, or L{None}.
+        """
         self._reactor = reactor
         self._fds = list(fds)
         self._factory = factory
+        self._acceptErrors = acceptErrors
         self._ports: list[Any] = []
 
     def startService(self) -> None:
@@ -435,7 +486,10 @@ class AdoptedPortsService(service.Service):
             probe = socket.socket(fileno=fd)
             family = probe.family
             probe.detach()
-            self._ports.append(self._reactor.adoptStreamPort(fd, family, self._factory))
+            port = self._reactor.adoptStreamPort(fd, family, self._factory)
+            if self._acceptErrors is not None:
+                self._acceptErrors.watch(port)
+            self._ports.append(port)
             # The socket is shared with the parent and the other workers,
             # and must stay non-blocking or a worker that loses the race
             # for a connection blocks in accept(); PyPy's socket objects
@@ -451,18 +505,38 @@ class AdoptedPortsService(service.Service):
         return gatherResults([d for d in stops if d is not None])
 
 
-def serviceFor(options: Any, factory: Any, reactor: Any) -> service.IService:
+@contextmanager
+def _hangupBlocked() -> Iterator[None]:
+    """Block SIGHUP in this thread for the block (where the system can)."""
+    import signal
+
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None or not hasattr(signal, "SIGHUP"):
+        yield
+        return
+    previous = block(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, previous)
+
+
+def serviceFor(
+    options: Any, factory: Any, reactor: Any, acceptErrors: Any = None
+) -> service.IService:
     """
     The listening service of C{twistd socksd} with C{--workers} above 1 (in
     the parent: L{WorkersService}) or with C{--inherit-fds} (in a worker:
-    L{AdoptedPortsService} serving C{factory}).
+    L{AdoptedPortsService} serving C{factory}, its ports reporting to
+    C{acceptErrors}).
     """
     if options["inherit-fds"]:
         fds = [int(fd) for fd in options["inherit-fds"].split(",") if fd]
-        return AdoptedPortsService(reactor, fds, factory)
+        return AdoptedPortsService(reactor, fds, factory, acceptErrors)
     return WorkersService(
         reactor,
         options["listen"],
         options["workers"],
         workerArguments(options.get("argv", [])),
+        fastOpen=options.get("tcp-fastopen") or 0,
     )

@@ -176,6 +176,94 @@ class ThreadPoolCheckerTests(TestCase):
         )
 
 
+    async def test_retire(self) -> None:
+        """
+        A retired checker (a reload replaced it) keeps its pool while a
+        check runs or waits, answers them, and stops the pool after the
+        last one; retired while idle, it stops the pool at once.
+        """
+        release = threading.Event()
+
+        def check(username: bytes, password: bytes, attempt: Attempt) -> bytes:
+            release.wait(10)
+            return username
+
+        checker = self.checker(check, size=1)
+        first = checker.requestAvatarId(UsernamePassword(b"first", b"p"))
+        second = checker.requestAvatarId(UsernamePassword(b"second", b"p"))
+        while not checker.running:
+            await deferLater(reactor, 0.01)
+        pool = checker._pool
+        checker.retire()
+        self.assertIs(checker._pool, pool)
+        self.assertTrue(pool.started)
+        release.set()
+        self.assertEqual(await first, b"first")
+        self.assertEqual(await second, b"second")
+        self.assertIsNone(checker._pool)
+        self.assertFalse(pool.started)
+        self.assertFalse(any(thread.is_alive() for thread in pool.threads))
+
+        idle = self.checker(lambda username, password, attempt: username)
+        self.assertEqual(await idle.requestAvatarId(UsernamePassword(b"u", b"p")), b"u")
+        pool = idle._pool
+        idle.retire()
+        self.assertIsNone(idle._pool)
+        self.assertFalse(pool.started)
+
+
+class RadiusClientRetireTests(TestCase):
+    """
+    L{RadiusClient.retire}: the socket stays while a request is in flight,
+    and closes after the last one.
+    """
+
+    async def test_retire(self) -> None:
+        """
+        Retired with a request in flight (to a server that never answers),
+        the checker's client keeps its UDP port until the request has
+        failed; retired idle, a client closes at once.
+        """
+        import socket
+
+        from socksd.checkers.radius import (
+            RadiusChecker,
+            RadiusClient,
+            radiusMissing,
+            radiusSettings,
+        )
+
+        if radiusMissing():
+            raise self.skipTest(radiusMissing())
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(silent.close)
+        silent.bind(("127.0.0.1", 0))
+        secret = Path(self.mktemp())
+        secret.write_text("s3cret\n")
+        settings = radiusSettings(
+            f"server=127.0.0.1:port={silent.getsockname()[1]}:secret-file={secret}"
+            ":timeout=0.2:retries=1"
+        )
+        client = RadiusClient(reactor, settings)
+        self.addCleanup(client.close)
+        checker = RadiusChecker(client)
+        login = checker.requestAvatarId(UsernamePassword(b"alice", b"pw"))
+        port = client._port
+        self.assertIsNotNone(port)
+        checker.retire()
+        self.assertIs(client._port, port)
+        self.assertTrue(port.connected)
+        with self.assertRaises(UnauthorizedLogin):
+            await login
+        self.assertIsNone(client._port)
+        await deferLater(reactor, 0)
+        self.assertFalse(port.connected)
+
+        idle = RadiusClient(reactor, settings)
+        idle.retire()
+        self.assertIsNone(idle._port)
+
+
 class LdapSettingsTests(SynchronousTestCase):
     """C{--auth ldap:...} settings (no server needed)."""
 
