@@ -43,16 +43,33 @@ client's connection is gone.  The event's fields:
     formats the event: the event's format is C{"{summary}"}, so that
     formatting costs one field, not one per field.  It is for text only;
     read the other fields.
+
+With C{--access-log}, the same record also becomes one access record
+(L{accessRecord}): a JSON-ready mapping with the address the tunnel
+connected to and the reply in one vocabulary for every version
+(L{socksd.replies.commonReplyName}); L{socksd.service.accesslog} writes
+them.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from enum import IntEnum
 from typing import Any
 
 from twisted.logger import Logger
 
-__all__ = ["ConnectionRecord", "log", "commandName", "addressText"]
+from socksd.replies import commonReplyName
+
+__all__ = [
+    "ConnectionRecord",
+    "log",
+    "commandName",
+    "addressText",
+    "peerText",
+    "accessRecord",
+    "isoTime",
+]
 
 #: The logger of the per-connection events.
 log = Logger(namespace="socksd.connection")
@@ -105,6 +122,30 @@ def addressText(address: Any) -> str:
             return f"[{host}]:{port}"
         return f"{host}:{port}"
     return str(address)
+
+
+def peerText(address: Any) -> str | None:
+    """
+    Show a Twisted C{IPv4Address} or C{IPv6Address} as C{host:port} (IPv6
+    in brackets); L{None} for other addresses (a C{HostnameAddress}: a name
+    the upstream proxy resolves, not this server).
+    """
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if isinstance(host, str) and isinstance(port, int):
+        if ":" in host:
+            return f"[{host}]:{port}"
+        return f"{host}:{port}"
+    return None
+
+
+def isoTime(seconds: float) -> str:
+    """
+    C{seconds} since the epoch as ISO 8601 UTC, to the millisecond:
+    C{"2026-01-31T12:00:00.123Z"}.
+    """
+    when = datetime.fromtimestamp(seconds, timezone.utc)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _Summary:
@@ -199,6 +240,10 @@ class ConnectionRecord:
 
     @ivar relay: the relay once the tunnel is up, whose counters give the
         byte counts.
+    @ivar upstreamTransport: the transport of the tunnel's upstream
+        connection, once connected (its C{getPeer()} is the address
+        connected to), else L{None}.  It is kept as it is, and only looked
+        at for an access record (L{accessRecord}).
     @ivar started: the reactor time the connection was made.
     """
 
@@ -216,6 +261,7 @@ class ConnectionRecord:
         "relay",
         "started",
         "emitted",
+        "upstreamTransport",
     )
 
     def __init__(self, client: Any, started: float) -> None:
@@ -232,6 +278,7 @@ class ConnectionRecord:
         self.reason: str | None = None
         self.relay: Any = None
         self.emitted = False
+        self.upstreamTransport: Any = None
 
     def setReason(self, reason: str) -> None:
         """Say how the connection ends, unless that was already said."""
@@ -318,3 +365,70 @@ class ConnectionRecord:
                 duration,
             ),
         )
+
+
+def _userName(user: Any) -> str | None:
+    """The name the log gives an avatar (or a user name)."""
+    if user is None:
+        return None
+    if not isinstance(user, str):
+        name = getattr(user, "name", None)
+        user = name if isinstance(name, str) else str(user)
+    return _printable(user)
+
+
+def accessRecord(record: ConnectionRecord, now: float) -> dict[str, Any]:
+    """
+    The access record of a finished connection: a mapping of JSON values,
+    in this order (see docs/deployment.rst):
+
+      - C{time}: when the connection ended, ISO 8601 UTC (L{isoTime});
+      - C{client}, C{user}, C{version}, C{protocol}, C{command},
+        C{destination} (as the client asked it), C{upstream}, C{rule}: as
+        in the connection's log event (see the module docstring);
+      - C{address}: the address the tunnel connected to, when this server
+        knows it (L{peerText} of the upstream connection's peer: for a
+        name, the address it resolved to), else L{None};
+      - C{reply}: the reply sent, in one vocabulary for every version
+        (L{socksd.replies.commonReplyName}), or L{None} when none was sent;
+      - C{bytesUp}, C{bytesDown}: bytes relayed each way;
+      - C{duration}: seconds from connecting to closing;
+      - C{reason}: how the connection ended (C{"closed"} for a tunnel that
+        ended normally).
+
+    @param now: the reactor time the connection closed.
+    """
+    relay = record.relay
+    bytesUp, bytesDown = (0, 0) if relay is None else relay.byteCounts()
+    reply = record.reply
+    replyName = reply.name if isinstance(reply, IntEnum) else reply
+    code = record.commandCode
+    destination = record.destination
+    if destination is not None:
+        destination = _printable(str(destination))
+    address = None
+    transport = record.upstreamTransport
+    if transport is not None:
+        try:
+            address = peerText(transport.getPeer())
+        except Exception:
+            address = None
+    upstream = record.upstream
+    rule = record.rule
+    return {
+        "time": isoTime(now),
+        "client": _printable(addressText(record.client)),
+        "user": _userName(record.user),
+        "version": record.version,
+        "protocol": record.protocol,
+        "command": None if code is None else commandName(code),
+        "destination": destination,
+        "address": address,
+        "upstream": None if upstream is None else _printable(upstream),
+        "rule": None if rule is None else _printable(rule),
+        "reply": commonReplyName(replyName),
+        "bytesUp": bytesUp,
+        "bytesDown": bytesDown,
+        "duration": round(max(0.0, now - record.started), 6),
+        "reason": _printable(record.reason or "closed"),
+    }

@@ -20,8 +20,9 @@ which then becomes the handler.  Once a tunnel is up, the relay's
 direction objects take its place (L{socksd.server.relay}).
 
 The connection keeps its L{ConnectionRecord} and sends its one log event
-when it is gone; it guards every entry point, so that no exception reaches
-the reactor.
+when it is gone (and, when the factory has an C{accessLog}, gives it the
+record); it guards every entry point, so that no exception reaches the
+reactor.
 """
 
 from __future__ import annotations
@@ -182,6 +183,7 @@ class SocksConnection:
     def connectionMade(self) -> None:
         """Check the client against the policy, and start the handshake timer."""
         factory = self.factory
+        factory.connections.add(self)
         client = self.transport.getPeer()
         self.record = ConnectionRecord(client, factory.reactor.seconds())
         config = factory.config
@@ -242,6 +244,7 @@ class SocksConnection:
     def connectionLost(self, reason: Failure) -> None:
         """The client's connection is gone: clean up, then log the connection."""
         self.connected = 0
+        self.factory.connections.discard(self)
         self._cancelTimer()
         if self.admission is not None:
             self.admission.release()
@@ -258,13 +261,21 @@ class SocksConnection:
         record = self.record
         if record is None:
             return
+        factory = self.factory
+        now = factory.reactor.seconds()
         try:
             if record.reason is None and not reason.check(ConnectionDone):
                 record.setReason(f"connection lost: {reason.getErrorMessage()}")
-            record.emit(self.factory.reactor.seconds())
+            record.emit(now)
         except Exception:
             log.failure("logging a connection failed")
-        metrics = self.factory.metrics
+        accessLog = factory.accessLog
+        if accessLog is not None:
+            try:
+                accessLog.write(record, now)
+            except Exception:
+                log.failure("writing a connection's access record failed")
+        metrics = factory.metrics
         if metrics is not None:
             try:
                 metrics.connectionClosed(record)

@@ -150,6 +150,10 @@ class SocksServerFactory(Factory):
         bandwidth applies either way.
     @ivar metrics: a L{socksd.service.metrics.Metrics} told of every connection,
         or L{None}.
+    @ivar accessLog: what gets every finished connection's record
+        (C{accessLog.write(record, now)}, with the
+        L{socksd.server._log.ConnectionRecord} and the reactor time it
+        closed; L{socksd.service.accesslog.AccessLog}), or L{None}.
     @ivar outgoingAddress: the local C{(host, port)} connections to
         destinations leave from (the connect context's C{bindAddress}; a
         rule's C{bind-address} overrides it), or L{None}.
@@ -161,6 +165,9 @@ class SocksServerFactory(Factory):
     @ivar handshakeSettings: what the handshakes need to know
         (L{socksd.handshake.HandshakeSettings}), from the configuration and
         the authenticator.
+    @ivar connections: the open client connections (a set the
+        connections add themselves to, and leave when they are gone): what
+        a drain waits for (L{socksd.service.drain}).
     @ivar socks6Sessions: the SOCKS6 sessions
         (L{socksd.server.socks6.sessions.SessionTable}), made when the first
         SOCKS6 client comes (L{sessionTableFor}); set one before serving for
@@ -170,6 +177,7 @@ class SocksServerFactory(Factory):
     limits: Any = None
     bandwidth: Any = None
     metrics: Any = None
+    accessLog: Any = None
     outgoingAddress: Any = None
     socks6Sessions: Any = None
     policy = _PolicySlot()
@@ -223,6 +231,7 @@ class SocksServerFactory(Factory):
             dict(handlers) if handlers is not None else defaultHandlers(self.config)
         )
         self.commands = dict(COMMANDS)
+        self.connections: set[SocksConnection] = set()
 
 
     def __repr__(self) -> str:

@@ -4,9 +4,12 @@ The service of C{twistd socksd}, built from its L{Options}: L{makeService}.
 It holds one listening service per C{--listen} description (Twisted's
 strports, with the backlog of L{withBacklog}; L{FastOpenEndpoint}s with
 C{--tcp-fastopen}; the services of L{socksd.service.workers} with
-C{--workers} and in a worker), the metrics (C{--metrics}), the raised
-open-file limit, and the rules reloaded on SIGHUP (C{--rules}), all under
-one C{MultiService}.
+C{--workers} and in a worker), the access log (C{--access-log}), the
+metrics and C{/healthz} (C{--metrics}), the HAProxy agent check
+(C{--agent-check}), the raised open-file limit, and the rules reloaded on
+SIGHUP (C{--rules}), all under one L{ServingService}, which drains on
+SIGTERM (C{--drain-timeout}) and tells systemd how it is
+(L{socksd.service.systemd}).
 """
 
 from __future__ import annotations
@@ -18,9 +21,13 @@ from twisted.application import service, strports
 from twisted.internet import endpoints
 from twisted.logger import Logger
 
+from socksd.service.accesslog import AccessLog, WorkerAccessLog
+from socksd.service.drain import ServingService
 from socksd.service.filelimit import RaiseFileLimit
+from socksd.service.health import Health, agentCheckService
 from socksd.service.listen import FastOpenEndpoint, withBacklog
 from socksd.service.options import Options
+from socksd.service.systemd import Notifier
 
 __all__ = ["makeService"]
 
@@ -104,13 +111,30 @@ def makeService(options: Options) -> service.IService:
     _applyLimits(options, factory, reactor)
     # Twisted's listen backlog is 50 unless the description says backlog=.
     options["listen"] = [withBacklog(d) for d in options["listen"]]
-    top = service.MultiService()
+    inWorker = bool(options["inherit-fds"])
+    parent = options["workers"] > 1 and not inWorker
+    health = Health(
+        connections=None if parent else (lambda: len(factory.connections)),
+        capacity=options["max-connections"] or 0,
+    )
+    notifier = None if inWorker else Notifier()
+    top = ServingService(
+        reactor,
+        drainTimeout=options["drain-timeout"],
+        health=health,
+        notifier=notifier,
+        installSignals=not inWorker,
+    )
+    top.factories.append(factory)
     listening = None
-    if options["workers"] > 1 or options["inherit-fds"]:
+    if parent or inWorker:
         from socksd.service import workers
 
         listening = workers.serviceFor(options, factory, reactor)
-        listening.setServiceParent(top)
+        top.listen(listening)
+        if parent:
+            top.workers = listening
+            health.servingCheck = listening.running
     elif options["tcp-fastopen"]:
         from twisted.application.internet import StreamServerEndpointService
 
@@ -120,22 +144,52 @@ def makeService(options: Options) -> service.IService:
             )
             listener = StreamServerEndpointService(endpoint, factory)
             listener._raiseSynchronously = True  # as strports.service does
-            listener.setServiceParent(top)
+            top.listen(listener)
     else:
         for description in options["listen"]:
-            strports.service(description, factory).setServiceParent(top)
+            top.listen(strports.service(description, factory))
+    if options["access-log"]:
+        _addAccessLog(
+            options["access-log"], factory, reactor, top, top.workers, inWorker
+        )
     if options["metrics"]:
-        _addMetrics(options, factory, reactor, top, listening)
+        _addMetrics(options, factory, reactor, top, listening, health)
+    if options["agent-check"] and not inWorker:
+        agentCheckService(options["agent-check"], health, reactor).setServiceParent(top)
     RaiseFileLimit().setServiceParent(top)
     if options["rules"] and policy is not None:
         # With --workers, the parent passes SIGHUP on to its workers.
         forward = getattr(listening, "signalWorkers", None)
-        _ReloadOnHangup(policy, reactor, forward).setServiceParent(top)
+        _ReloadOnHangup(policy, reactor, forward, notifier).setServiceParent(top)
     return top
 
 
+def _addAccessLog(
+    path: str, factory: Any, reactor: Any, top: Any, workers: Any, inWorker: bool
+) -> None:
+    """
+    C{--access-log}: one process writes the file; a worker sends its
+    records to its parent, whose L{socksd.service.workers.WorkersService}
+    (C{workers}) hands them to the parent's access log.
+    """
+    if inWorker:
+        factory.accessLog = WorkerAccessLog(sys.stdout, reactor)
+        return
+    accessLog = AccessLog(path, reactor)
+    accessLog.setServiceParent(top)
+    if workers is not None:
+        workers.accessLog = accessLog
+    else:
+        factory.accessLog = accessLog
+
+
 def _addMetrics(
-    options: Options, factory: Any, reactor: Any, top: Any, listening: Any
+    options: Options,
+    factory: Any,
+    reactor: Any,
+    top: Any,
+    listening: Any,
+    health: Any = None,
 ) -> None:
     """
     C{--metrics}: one process counts and serves; with C{--workers}, each
@@ -152,7 +206,7 @@ def _addMetrics(
         if options["inherit-fds"]:
             workers.MetricsReporter(served, reactor, sys.stdout).setServiceParent(top)
             return
-    metricsService(options["metrics"], served, reactor).setServiceParent(top)
+    metricsService(options["metrics"], served, reactor, health).setServiceParent(top)
 
 
 class _ReloadOnHangup(service.Service):
@@ -161,14 +215,17 @@ class _ReloadOnHangup(service.Service):
     connections; a bad file keeps the old rules and logs an error.
     """
 
-    def __init__(self, policy, reactor, forward=None) -> None:
+    def __init__(self, policy, reactor, forward=None, notifier=None) -> None:
         """
         @param forward: called with C{"HUP"} on each SIGHUP (the workers'
             parent passes the signal on), or L{None}.
+        @param notifier: the L{socksd.service.systemd.Notifier} told of the
+            reload (C{RELOADING=1}, then C{READY=1}), or L{None}.
         """
         self._policy = policy
         self._reactor = reactor
         self._forward = forward
+        self._notifier = notifier
         self._previous = None
 
     def startService(self) -> None:
@@ -182,10 +239,16 @@ class _ReloadOnHangup(service.Service):
         self._previous = signal.signal(signal.SIGHUP, hangup)
 
     def _reload(self) -> None:
+        if self._notifier is not None:
+            self._notifier.reloading()
         if self._forward is not None:
             self._forward("HUP")
-        if self._policy.reload():
-            log.info("reloaded the rules on SIGHUP")
+        try:
+            if self._policy.reload():
+                log.info("reloaded the rules on SIGHUP")
+        finally:
+            if self._notifier is not None:
+                self._notifier.reloaded()
 
     def stopService(self) -> None:
         import signal

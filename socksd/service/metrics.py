@@ -6,7 +6,8 @@ C{metrics} attribute); the connection tells it when a handshake completes,
 when a tunnel starts and when a connection ends.  L{metricsService} serves
 the metrics in Prometheus' text format over HTTP, at C{/metrics}, with
 C{prometheus_client}'s Twisted resource (install the C{metrics} extra:
-C{pip install socksd[metrics]}).
+C{pip install socksd[metrics]}), and the server's health at C{/healthz}
+(L{socksd.service.health}).  Neither leaves a line in the log per request.
 
 Each L{Metrics} has its own C{CollectorRegistry}, so several servers (and
 tests) in one process do not share counters.  With C{--workers}, each
@@ -142,16 +143,19 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def metricsService(description: str, metrics: Metrics, reactor: Any) -> Any:
+def metricsService(
+    description: str, metrics: Metrics, reactor: Any, health: Any = None
+) -> Any:
     """
     A service listening on the server endpoint C{description} (e.g.
     C{tcp:9180:interface=127.0.0.1}) that serves C{metrics} (anything with
     a C{prometheus_client} C{registry}: a L{Metrics}, or with C{--workers}
-    the parent's L{socksd.service.workers.WorkersMetrics}) at C{/metrics}.
+    the parent's L{socksd.service.workers.WorkersMetrics}) at C{/metrics},
+    and C{health} (a L{socksd.service.health.Health}) at C{/healthz}.
     """
     from twisted.application import strports
 
-    return strports.service(description, metricsSite(metrics), reactor=reactor)
+    return strports.service(description, metricsSite(metrics, health), reactor=reactor)
 
 
 def _metricsPage(registry: Any) -> Any:
@@ -176,13 +180,25 @@ def _metricsPage(registry: Any) -> Any:
     return MetricsPage()
 
 
-def metricsSite(metrics: Metrics) -> Any:
-    """A C{twisted.web} site with C{metrics} at C{/metrics}."""
+def metricsSite(metrics: Metrics, health: Any = None) -> Any:
+    """
+    A C{twisted.web} site with C{metrics} at C{/metrics} and, with a
+    C{health} (L{socksd.service.health.Health}), C{/healthz}.  Requests are
+    not logged: a scrape every few seconds would fill the log.
+    """
     from twisted.web.resource import Resource
     from twisted.web.server import Site
 
+    class QuietSite(Site):
+        noisy = False
+
+        def log(self, request: Any) -> None:
+            """Scrapes and health checks leave no log line."""
+
     root = Resource()
     root.putChild(b"metrics", _metricsPage(metrics.registry))
-    site = Site(root)
-    site.noisy = False
-    return site
+    if health is not None:
+        from socksd.service.health import HealthPage
+
+        root.putChild(b"healthz", HealthPage(health))
+    return QuietSite(root)

@@ -79,7 +79,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         "direct connections.  With --auth, SOCKS5 and SOCKS6 clients must log "
         "in with a username and password, and SOCKS4/4A (which carry only a "
         "user id, never a password) are refused unless --socks4-with-auth "
-        "says otherwise."
+        "says otherwise.  For logs as JSON lines, run twistd "
+        "--logger=socksd.service.jsonlog.jsonLogger socksd ...; for "
+        "systemd, see docs/deployment.rst."
     )
     supportedInterfaces = [credentials.IUsernamePassword]
 
@@ -160,7 +162,17 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "destinations leave from (a rule's bind-address overrides it)."],
         ["metrics", None, None, "A server endpoint description for "
          "Prometheus metrics over HTTP (/metrics), e.g. "
-         "tcp:9180:interface=127.0.0.1; see docs/security.rst."],
+         "tcp:9180:interface=127.0.0.1, with /healthz for load balancers "
+         "(200 serving, 503 draining); see docs/deployment.rst."],
+        ["access-log", None, None, "Write one JSON object per line for "
+         "every finished connection to this file (- for standard output); "
+         "SIGUSR1 reopens it.  See docs/deployment.rst."],
+        ["drain-timeout", None, 30.0, "Seconds open connections may go on "
+         "after SIGTERM or SIGINT once socksd stopped accepting (0: close "
+         "them at once); a second signal closes them at once.", float],
+        ["agent-check", None, None, "A server endpoint description for an "
+         "HAProxy agent check (\"up ready\", \"drain\" while draining), "
+         "e.g. tcp:1081:interface=10.0.0.1."],
     ]
 
     compData = usage.Completions(
@@ -252,7 +264,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 raise usage.UsageError(
                     f"--bind-address {self['bind-address']!r} is not an IP address"
                 )
-        for name in ("bind-timeout", "udp-timeout"):
+        for name in ("bind-timeout", "udp-timeout", "drain-timeout"):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} cannot be negative")
         versions = set()
@@ -288,6 +300,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 raise usage.UsageError(_OPEN_PROXY.format(listen=description))
         self["policy"] = self._buildPolicy()
         self._checkLimits()
+        self._checkOperations()
         from twisted.internet.testing import MemoryReactor
 
         from socksd.upstream.spec import upstreamFromOptions
@@ -324,6 +337,23 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                     f"--outgoing-address {self['outgoing-address']!r} "
                     "is not an IP address"
                 )
+
+    def _checkOperations(self) -> None:
+        """Check the access log and the agent check's listen description."""
+        path = self["access-log"]
+        if path is not None and not self["inherit-fds"]:
+            from socksd.service.accesslog import openable
+
+            why = openable(path)
+            if why is not None:
+                raise usage.UsageError(f"--access-log {path!r} cannot be written: {why}")
+        description = self["agent-check"]
+        if description is not None:
+            try:
+                endpoints._parse(description)
+                _listensBeyondLoopback(description)
+            except Exception as error:
+                raise usage.UsageError(f"bad --agent-check {description!r}: {error}")
 
     def _buildPolicy(self):
         """
