@@ -244,7 +244,6 @@ class SocksConnection:
     def connectionLost(self, reason: Failure) -> None:
         """The client's connection is gone: clean up, then log the connection."""
         self.connected = 0
-        self.factory.connections.discard(self)
         self._cancelTimer()
         if self.admission is not None:
             self.admission.release()
@@ -259,9 +258,10 @@ class SocksConnection:
         except Exception:
             log.failure("cleaning up a closed connection failed")
         record = self.record
-        if record is None:
-            return
         factory = self.factory
+        if record is None:
+            factory.connections.discard(self)
+            return
         now = factory.reactor.seconds()
         try:
             if record.reason is None and not reason.check(ConnectionDone):
@@ -281,6 +281,9 @@ class SocksConnection:
                 metrics.connectionClosed(record)
             except Exception:
                 log.failure("counting a connection failed")
+        # Last: a drain waiting for the last connection may stop the access
+        # log and the metrics now.
+        factory.connections.discard(self)
 
     # For handlers
 

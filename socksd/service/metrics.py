@@ -189,7 +189,7 @@ def metricsSite(metrics: Metrics, health: Any = None) -> Any:
     from twisted.web.resource import Resource
     from twisted.web.server import Site
 
-    class QuietSite(Site):
+    class MetricsSite(Site):
         noisy = False
 
         def log(self, request: Any) -> None:
@@ -201,4 +201,4 @@ def metricsSite(metrics: Metrics, health: Any = None) -> Any:
         from socksd.service.health import HealthPage
 
         root.putChild(b"healthz", HealthPage(health))
-    return QuietSite(root)
+    return MetricsSite(root)

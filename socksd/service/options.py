@@ -349,9 +349,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 raise usage.UsageError(f"--access-log {path!r} cannot be written: {why}")
         description = self["agent-check"]
         if description is not None:
+            from twisted.internet.testing import MemoryReactor
+
             try:
-                endpoints._parse(description)
-                _listensBeyondLoopback(description)
+                endpoints.serverFromString(MemoryReactor(), description)
             except Exception as error:
                 raise usage.UsageError(f"bad --agent-check {description!r}: {error}")
 

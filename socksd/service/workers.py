@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 from typing import Any, Sequence
@@ -175,7 +176,7 @@ class _WorkerProtocol(ProcessProtocol):
                 self._text(line)
 
     def _text(self, line: bytes) -> None:
-        log.info(
+        self.parent.workerLog.info(
             "worker {worker} (pid {pid}): {line}",
             worker=self.index,
             pid=self.pid,
@@ -274,6 +275,8 @@ class WorkersService(service.Service):
 
             publisher = globalLogPublisher
         self._publisher = publisher
+        #: The logger of the workers' text lines (to C{publisher}).
+        self.workerLog = Logger(namespace=__name__, observer=publisher)
         #: The parent's L{socksd.service.accesslog.AccessLog}, which writes
         #: the workers' access records, or L{None}.
         self.accessLog: Any = None
@@ -307,12 +310,13 @@ class WorkersService(service.Service):
 
     def cut(self) -> None:
         """Tell every worker to close its connections now (SIGUSR2)."""
-        self.signalWorkers("USR2")
+        self.signalWorkers(signal.SIGUSR2)
 
-    def signalWorkers(self, signal: str) -> None:
+    def signalWorkers(self, signal: str | int) -> None:
         """
-        Send C{signal} (C{"HUP"}, ...) to every running worker: the parent
-        passes SIGHUP on, so every worker reloads its rules.
+        Send C{signal} (C{"HUP"}, ..., or a signal number) to every running
+        worker: the parent passes SIGHUP on, so every worker reloads its
+        rules.
         """
         for worker in list(self.workers.values()):
             transport = getattr(worker, "transport", None)
