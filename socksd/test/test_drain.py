@@ -372,6 +372,8 @@ class DrainProcessTests(SynchronousTestCase):
             arguments += ["--workers", str(workers)]
         server = Twistd(self, arguments)
         server.waitForListening(workers)
+        if metrics:
+            server.waitForLog("MetricsSite starting on")
         return server, port, metricsPort, echo
 
     def tunnel(self, port: int, echo: EchoServer) -> socket.socket:

@@ -263,6 +263,7 @@ class JSONLogProcessTests(SynchronousTestCase):
         )
         upstream.waitForListening()
         server.waitForListening(workers)
+        server.waitForLog("MetricsSite starting on")
         for _ in range(3):
             sock, code, _ = socks5(port, "127.0.0.1", echo.port)
             self.assertEqual(code, 0)
