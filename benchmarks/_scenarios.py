@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import _procs
 from _load import Via
-from _servers import RunningServer, probe
+from _servers import RunningServer, probe, redisCalls
 
 LOAD = str(Path(__file__).resolve().parent / "_load.py")
 DIRECT = "direct"
@@ -205,6 +205,7 @@ def tunnelsPerSecond(context: Context, server: RunningServer | None) -> dict[str
     """
     settings = context.settings
     cpuBefore = None if server is None else _procs.cpuSecondsOf(server.pid)
+    redisBefore = None if server is None else redisCalls(server.logPath.parent)
     outcome = runLoad(
         "tps",
         {
@@ -227,6 +228,11 @@ def tunnelsPerSecond(context: Context, server: RunningServer | None) -> dict[str
         # proxy, whatever share of the cores it got.
         used = _procs.cpuSecondsOf(server.pid) - cpuBefore
         outcome["cpuUsPerTunnel"] = used * 1e6 / max(1, outcome["allTunnels"])
+    if redisBefore is not None:
+        # Let the releases of the last tunnels arrive.
+        time.sleep(0.5)
+        calls = redisCalls(server.logPath.parent) - redisBefore
+        outcome["redisCallsPerTunnel"] = calls / max(1, outcome["allTunnels"])
     return outcome
 
 
@@ -424,6 +430,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             Metric("setupP50us", "setup p50", "us", False),
             Metric("setupP99us", "setup p99", "us", False),
             Metric("cpuUsPerTunnel", "CPU per tunnel", "us", False, False),
+            Metric("redisCallsPerTunnel", "Redis round trips per tunnel", "", False, False, False),
         ),
         baseline=(
             "direct: TCP connect + 64-byte echo + close (the echo server closes "

@@ -219,6 +219,81 @@ def _socksdCommand(launch: Launch) -> list[str]:
     return command + list(launch.extraArgs)
 
 
+#: The socksd options of the server socksd-shared, besides --shared-state:
+#: a per-client cap no benchmark reaches, so that each tunnel is admitted
+#: by the fleet (one Redis round trip) and released (one more).
+SHARED_ARGS = ("--max-connections-per-client", "1000000")
+
+
+def _findSocksdShared() -> str | None:
+    if shutil.which("redis-server") is None:
+        return None
+    try:
+        import txredisapi  # noqa: F401
+    except ImportError:
+        return None
+    return _findSocksd()
+
+
+def _socksdSharedCommand(launch: Launch) -> list[str]:
+    """
+    socksd with --shared-state on a redis-server of its own (started here,
+    on a free port, stopped with every process of the harness); the port
+    is written to C{redis.port} in the server's directory, where the tps
+    scenario reads Redis' command counts.
+    """
+    port = freePort()
+    _procs.spawn(
+        [
+            shutil.which("redis-server"),
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(launch.directory),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            import socket
+
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    (launch.directory / "redis.port").write_text(str(port))
+    return _socksdCommand(launch) + [
+        "--shared-state",
+        f"redis://127.0.0.1:{port}/0",
+        *SHARED_ARGS,
+    ]
+
+
+def redisCalls(directory: Path) -> int | None:
+    """
+    The round trips socksd-shared made to its Redis so far: the scripts
+    it ran (EVAL, EVALSHA; the commands a script runs inside Redis are not
+    round trips, and socksd sends plain commands only when Redis comes
+    back, when it stops and for C{/quotas}), or L{None} for another server.
+    """
+    portFile = directory / "redis.port"
+    if not portFile.exists() or shutil.which("redis-cli") is None:
+        return None
+    text = _outputOf(
+        ["redis-cli", "-p", portFile.read_text().strip(), "info", "commandstats"]
+    )
+    calls = 0
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("cmdstat_eval", "cmdstat_evalsha"):
+            calls += int(rest.split(",")[0].split("=")[1])
+    return calls
+
+
 def _twistdSocksCommand(launch: Launch) -> list[str]:
     return [
         launch.program,
@@ -297,6 +372,18 @@ SERVERS: tuple[ServerSpec, ...] = (
         find=_findSocksd,
         command=_socksdCommand,
         install="pip install -e . in the checkout, then run the harness with that virtualenv's python",
+        version=_socksdVersion,
+        environment=_socksdEnvironment,
+    ),
+    ServerSpec(
+        name="socksd-shared",
+        summary="this project with --shared-state (a redis-server of its own) "
+        "and a per-client cap no load reaches",
+        protocol="socks5",
+        features=frozenset({"auth"}),
+        find=_findSocksdShared,
+        command=_socksdSharedCommand,
+        install="apt-get install redis-server; pip install 'socksd[redis]'",
         version=_socksdVersion,
         environment=_socksdEnvironment,
     ),

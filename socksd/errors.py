@@ -42,6 +42,7 @@ __all__ = [
     "TransportTemporaryFailure",
     "TransportProtocolFailure",
     "TransportInternalError",
+    "UpstreamUnavailable",
 ]
 
 
@@ -109,6 +110,10 @@ class AuthenticationFailed(SocksError):
 
 class GeneralFailure(SocksError):
     """General SOCKS server failure."""
+
+
+class UpstreamUnavailable(GeneralFailure):
+    """The upstream proxy could not be used (down, refusing, not answering)."""
 
 
 class NetworkUnreachable(SocksError):

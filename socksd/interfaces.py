@@ -53,6 +53,12 @@ class ConnectContext(NamedTuple):
     @ivar stackOptions: SOCKS6 stack options asked for the proxy-remote leg.
     @ivar bindAddress: the local address upstream connections leave from,
         as C{(host, port)}, or L{None} for the system's choice.
+    @ivar bindRequest: the destination a policy decides on is not a remote
+        host but an address and port of the proxy itself that the client
+        wants to listen or receive datagrams on (the wanted bind address of
+        a SOCKS6 BIND or UDP ASSOCIATE): rules about ports, commands,
+        users, clients and address ranges apply to it, refusals of private
+        or of the proxy's own addresses do not.
     """
 
     client: Any = None
@@ -64,6 +70,7 @@ class ConnectContext(NamedTuple):
     pairs: Mapping[bytes, bytes] = _NO_PAIRS
     stackOptions: Any = None
     bindAddress: tuple[str, int] | None = None
+    bindRequest: bool = False
 
 
 class IUpstreamFactory(Interface):
@@ -114,6 +121,11 @@ class Decision:
     @ivar bandwidth: bytes per second per tunnel direction, or L{None}.
     @ivar bindAddress: the local C{(host, port)} the connection to the
         destination leaves from, or L{None} (the server's choice).
+    @ivar quota: a volume quota on the tunnels this decision allows: an
+        object with C{key} (text naming the quota, e.g. the rule's name),
+        C{size} (bytes) and C{period} (C{"hour"}, C{"day"}, C{"week"} or
+        C{"month"}), counted per user (per client address without one):
+        L{socksd.policy.quota.Quota}; or L{None}.
     @ivar checkAddresses: the destination is a name whose resolved
         addresses the policy wants to see (L{IPolicy.decideResolved})
         before the request goes ahead, when the server resolves the name
@@ -127,14 +139,18 @@ class Decision:
     bandwidth: float | None = None
     bindAddress: tuple[str, int] | None = None
     checkAddresses: bool = False
+    quota: Any = None
 
     def __post_init__(self) -> None:
         if not self.allowed and (
             self.bindAddress is not None
             or self.bandwidth is not None
             or self.upstream is not None
+            or self.quota is not None
         ):
-            raise ValueError("a refusal has no upstream, bind address or bandwidth")
+            raise ValueError(
+                "a refusal has no upstream, bind address, bandwidth or quota"
+            )
 
 
 #: The decision of a server without a policy: allowed, nothing to add.

@@ -29,6 +29,7 @@ from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IRes
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.names import client as dnsclient
+from twisted.names.cache import CacheResolver
 from twisted.names import dns
 from twisted.names import error as dnserror
 from twisted.python.failure import Failure
@@ -47,7 +48,11 @@ __all__ = [
     "NameResolverAdapter",
     "AdaptedResolution",
     "resolverFromSpec",
+    "BoundedResolver",
+    "ResolvedAddresses",
     "MAX_CNAME_CHAIN",
+    "MIN_TTL",
+    "MAX_TTL",
 ]
 
 Address = IPv4Address | IPv6Address
@@ -56,6 +61,30 @@ log = Logger()
 
 #: How many CNAME records one lookup follows before giving up.
 MAX_CNAME_CHAIN = 8
+
+#: The fewest seconds a DNS answer is kept, whatever its TTL (a TTL of 0
+#: would otherwise send every lookup to the server).
+MIN_TTL = 5.0
+#: The most seconds a DNS answer is kept, whatever its TTL.
+MAX_TTL = 3600.0
+
+
+class ResolvedAddresses(list):
+    """
+    The addresses a lookup found (a C{list}), with the seconds they may be
+    kept: C{ttl}, the least TTL of the DNS records they came from (clamped
+    to L{MIN_TTL} and L{MAX_TTL}), or L{None} when the source gives none.
+    """
+
+    ttl: float | None = None
+
+    def __init__(self, addresses: Iterable[Any] = (), ttl: float | None = None) -> None:
+        super().__init__(addresses)
+        self.ttl = ttl
+
+
+def _clamp(ttl: float, floor: float, ceiling: float) -> float:
+    return min(max(ttl, floor), ceiling)
 
 
 def _literal(name: str) -> Address | None:
@@ -230,6 +259,10 @@ class DnsResolver:
     IPv4 first; reverse lookups ask for PTR records in C{in-addr.arpa} or
     C{ip6.arpa}.  CNAME chains are followed (up to L{MAX_CNAME_CHAIN} links),
     with further queries when the server's answer stops at an alias.
+
+    Answers are kept in twisted.names' cache (C{CacheResolver}) for their
+    records' TTL, clamped to C{minTTL} and C{maxTTL}; a lookup's result is
+    a L{ResolvedAddresses} that carries that TTL.
     """
 
     def __init__(
@@ -238,6 +271,10 @@ class DnsResolver:
         host: str,
         port: int = 53,
         timeout: Sequence[float] = (1, 3, 11),
+        minTTL: float = MIN_TTL,
+        maxTTL: float = MAX_TTL,
+        maxEntries: int = 4096,
+        clock: Any = None,
     ) -> None:
         """
         @param reactor: an C{IReactorUDP} and C{IReactorTCP} (TCP for
@@ -247,6 +284,10 @@ class DnsResolver:
         @param port: the server's port.
         @param timeout: the seconds to wait for each try; after the last one
             the query has failed.
+        @param minTTL: the fewest seconds an answer is kept in the cache.
+        @param maxTTL: the most seconds an answer is kept in the cache.
+        @param maxEntries: the most answers the cache keeps.
+        @param clock: the cache's C{IReactorTime} (default: C{reactor}).
         @raise ValueError: C{host} is not an IP address, or C{port} is out of
             range.
         """
@@ -257,9 +298,13 @@ class DnsResolver:
             raise ValueError(f"DNS server port {port} is out of range")
         if not timeout or any(t <= 0 for t in timeout):
             raise ValueError("the DNS timeouts must be positive numbers")
+        if not 0 <= minTTL <= maxTTL:
+            raise ValueError("the cache TTLs must be 0 <= minTTL <= maxTTL")
         self.server = (str(server), port)
         self._timeout = tuple(timeout)
         self._client = dnsclient.Resolver(servers=[self.server], reactor=reactor)
+        #: The answers kept, each for its TTL (clamped): twisted.names' cache.
+        self.cache = _BoundedCache(clock or reactor, minTTL, maxTTL, maxEntries)
 
     def __repr__(self) -> str:
         host, port = self.server
@@ -273,14 +318,28 @@ class DnsResolver:
             dns.PTR: self._client.lookupPointer,
         }[recordType]
 
+        query = dns.Query(name, recordType, dns.IN)
+
         def answered(result: tuple) -> list | Deferred[list]:
             answers = result[0]
             values, target = _follow(name, answers, recordType)
             if values or target is None or hops >= MAX_CNAME_CHAIN:
-                return values
+                ttls = [rr.ttl for rr in answers]
+                return ResolvedAddresses(
+                    values, float(min(ttls)) if ttls else None
+                )
             return self._lookup(target, recordType, hops + 1)
 
-        return maybeDeferred(method, name, timeout=self._timeout).addCallback(answered)
+        def ask(reason: Failure) -> Deferred[tuple]:
+            reason.trap(dns.DomainError)
+            return maybeDeferred(method, name, timeout=self._timeout).addCallback(
+                store
+            )
+
+        def store(result: tuple) -> tuple:
+            return self.cache.keep(query, result)
+
+        return self.cache.query(query).addErrback(ask).addCallback(answered)
 
     def resolve(self, name: str) -> Deferred[list[Address]]:
         """See L{IResolver.resolve}."""
@@ -295,13 +354,16 @@ class DnsResolver:
         def merged(results: list[tuple[bool, Any]]) -> list[Address]:
             found: list[Address] = []
             reasons: list[str] = []
+            ttls: list[float] = []
             for (ok, value), convert in zip(results, (IPv4Address, IPv6Address)):
                 if ok:
                     found.extend(convert(record.address) for record in value)
+                    if value and getattr(value, "ttl", None) is not None:
+                        ttls.append(value.ttl)
                 else:
                     reasons.append(_explain(value))
             if found:
-                return _ordered(found)
+                return ResolvedAddresses(_ordered(found), min(ttls) if ttls else None)
             why = "; ".join(dict.fromkeys(reasons)) or "no A or AAAA records"
             raise ResolveFailed(f"{name!r} has no address: {why}")
 
@@ -323,6 +385,63 @@ class DnsResolver:
             return Failure(ResolveFailed(f"{address} has no name: {_explain(reason)}"))
 
         return self._lookup(pointer, dns.PTR).addCallbacks(answered, failed)
+
+
+class _BoundedCache(CacheResolver):
+    """
+    twisted.names' cache of DNS answers (each kept for the least TTL of its
+    records), with the TTLs clamped to a floor and a ceiling and at most
+    C{maxEntries} answers (the oldest go first), since the names asked for
+    come from clients.
+    """
+
+    def __init__(self, reactor: Any, minTTL: float, maxTTL: float, maxEntries: int) -> None:
+        super().__init__(reactor=reactor)
+        self.minTTL = minTTL
+        self.maxTTL = maxTTL
+        self.maxEntries = maxEntries
+
+    def keep(self, query: dns.Query, payload: tuple) -> tuple:
+        """
+        Keep an answer; return it with its records' TTLs clamped (as the
+        cache keeps them).
+        """
+
+        def clamped(records: Sequence[dns.RRHeader]) -> list[dns.RRHeader]:
+            return [
+                dns.RRHeader(
+                    rr.name.name,
+                    rr.type,
+                    rr.cls,
+                    int(_clamp(rr.ttl, self.minTTL, self.maxTTL)),
+                    rr.payload,
+                    rr.auth,
+                )
+                for rr in records
+            ]
+
+        answers, authority, additional = (clamped(part) for part in payload)
+        if answers:
+            self.cacheResult(query, (answers, authority, additional))
+        return answers, authority, additional
+
+    def cacheResult(self, query: dns.Query, payload: tuple, cacheTime: Any = None) -> None:
+        """
+        Keep C{payload} as C{query}'s answer.  Unlike twisted.names' own, no
+        timer per entry: an expired answer is dropped when it is next asked
+        for (its TTL would go negative), and the oldest go first past
+        C{maxEntries}.
+        """
+        self.cache.pop(query, None)
+        self.cache[query] = (cacheTime or self._reactor.seconds(), payload)
+        while len(self.cache) > self.maxEntries:
+            del self.cache[next(iter(self.cache))]
+
+    def _lookup(self, name: bytes, cls: int, type: int, timeout: Any) -> Deferred:
+        result = super()._lookup(name, cls, type, timeout)
+        if result.called and isinstance(result.result, Failure):
+            self.cache.pop(dns.Query(name, type, cls), None)
+        return result
 
 
 _NEVER = object()
@@ -445,28 +564,44 @@ class CachingResolver:
     """
     Keep another resolver's answers for a while.
 
-    Successful answers are kept for C{ttl} seconds (failures are not kept);
-    at most C{maxEntries} answers are kept, the least recently used going
-    first.  Concurrent lookups of one name share one query.
+    A successful answer is kept for its own TTL when it carries one (a
+    L{ResolvedAddresses} from L{DnsResolver}: the DNS records' TTL), clamped
+    to C{minTTL} and C{maxTTL}, else for C{ttl} seconds; failures are not
+    kept.  At most C{maxEntries} answers are kept, the least recently used
+    going first.  Concurrent lookups of one name share one query.
     """
 
     def __init__(
-        self, resolver: IResolver, reactor: Any, ttl: float = 60.0, maxEntries: int = 1024
+        self,
+        resolver: IResolver,
+        reactor: Any,
+        ttl: float = 60.0,
+        maxEntries: int = 1024,
+        minTTL: float = MIN_TTL,
+        maxTTL: float = MAX_TTL,
     ) -> None:
         """
         @param resolver: the resolver asked on a miss.
         @param reactor: an C{IReactorTime}, the clock for C{ttl}.
-        @param ttl: seconds an answer is kept.
+        @param ttl: seconds an answer without a TTL of its own is kept (0:
+            such answers are not kept).
         @param maxEntries: the most answers kept.
-        @raise ValueError: C{ttl} is negative or C{maxEntries} less than 1.
+        @param minTTL: the fewest seconds an answer with a TTL is kept.
+        @param maxTTL: the most seconds an answer with a TTL is kept.
+        @raise ValueError: C{ttl} is negative, C{maxEntries} less than 1, or
+            not C{0 <= minTTL <= maxTTL}.
         """
         if ttl < 0:
             raise ValueError(f"cache TTL {ttl} is negative")
         if maxEntries < 1:
             raise ValueError(f"cache size {maxEntries} is less than 1")
+        if not 0 <= minTTL <= maxTTL:
+            raise ValueError("the cache TTLs must be 0 <= minTTL <= maxTTL")
         self.resolver = resolver
         self._reactor = reactor
         self._ttl = ttl
+        self._minTTL = minTTL
+        self._maxTTL = maxTTL
         self._maxEntries = maxEntries
         self._entries: OrderedDict[tuple, tuple[float, Any]] = OrderedDict()
         self._pending: dict[tuple, list[Deferred]] = {}
@@ -507,8 +642,12 @@ class CachingResolver:
     def _answered(self, result: Any, key: tuple) -> None:
         """Keep a successful answer, and give C{result} to every waiter."""
         waiters = self._pending.pop(key)
-        if not isinstance(result, Failure) and self._ttl > 0:
-            self._entries[key] = (self._reactor.seconds() + self._ttl, _copy(result))
+        ttl = self._ttl
+        own = getattr(result, "ttl", None)
+        if own is not None:
+            ttl = _clamp(own, self._minTTL, self._maxTTL)
+        if not isinstance(result, Failure) and ttl > 0:
+            self._entries[key] = (self._reactor.seconds() + ttl, _copy(result))
             self._entries.move_to_end(key)
             while len(self._entries) > self._maxEntries:
                 self._entries.popitem(last=False)
@@ -664,15 +803,78 @@ def _parseServer(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def resolverFromSpec(reactor: Any, spec: str) -> IResolver:
+@implementer(IResolver)
+class BoundedResolver:
+    """
+    Give up on another resolver's lookups after C{timeout} seconds: the
+    lookup fails with L{ResolveFailed} (and is cancelled), so that a DNS
+    server that does not answer holds a client no longer than the connect
+    timeout.
+    """
+
+    def __init__(self, resolver: IResolver, reactor: Any, timeout: float) -> None:
+        """
+        @param resolver: the resolver asked.
+        @param reactor: an C{IReactorTime}.
+        @param timeout: seconds a lookup may take.
+        @raise ValueError: C{timeout} is not positive.
+        """
+        if not timeout > 0:
+            raise ValueError(f"lookup timeout {timeout} is not positive")
+        self.resolver = resolver
+        self._reactor = reactor
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"<BoundedResolver {self.resolver!r} {self.timeout}s>"
+
+    def _bounded(self, d: Deferred, what: str) -> Deferred:
+        def onTimeoutCancel(result: Any, timeout: float) -> Failure:
+            return Failure(
+                ResolveFailed(f"looking up {what} took more than {timeout:g} s")
+            )
+
+        return d.addTimeout(self.timeout, self._reactor, onTimeoutCancel=onTimeoutCancel)
+
+    def resolve(self, name: str) -> Deferred[list[Address]]:
+        """See L{IResolver.resolve}."""
+        return self._bounded(maybeDeferred(self.resolver.resolve, name), repr(name))
+
+    def reverse(self, address: Address) -> Deferred[str]:
+        """See L{IResolver.reverse}."""
+        return self._bounded(maybeDeferred(self.resolver.reverse, address), str(address))
+
+
+def _dnsTries(timeout: float | None) -> tuple[float, ...]:
+    """The DNS tries' timeouts (1, 3, 11 s) cut to fit in C{timeout}."""
+    tries: list[float] = []
+    left = timeout if timeout is not None else float("inf")
+    for step in (1.0, 3.0, 11.0):
+        if left <= 0:
+            break
+        tries.append(min(step, left))
+        left -= step
+    return tuple(tries) or (1.0,)
+
+
+def resolverFromSpec(reactor: Any, spec: str, timeout: float | None = None) -> IResolver:
     """
     Build the resolver the C{--resolver} option names.
 
     @param reactor: the reactor the resolver uses.
     @param spec: C{system}, C{dns:HOST[:PORT]} (an IPv6 C{HOST} in brackets:
         C{dns:[::1]:5353}) or C{hosts:PATH}.
+    @param timeout: seconds a lookup may take (C{--connect-timeout}), or
+        L{None} for the resolver's own limits.
     @raise ValueError: C{spec} is none of these, or its argument is wrong.
     """
+    resolver = _resolverFromSpec(reactor, spec, timeout)
+    if timeout is not None and not isinstance(resolver, HostsResolver):
+        return BoundedResolver(resolver, reactor, timeout)
+    return resolver
+
+
+def _resolverFromSpec(reactor: Any, spec: str, timeout: float | None) -> IResolver:
     kind, colon, argument = spec.partition(":")
     kind = kind.strip().lower()
     if kind == "system":
@@ -681,7 +883,7 @@ def resolverFromSpec(reactor: Any, spec: str) -> IResolver:
         return SystemResolver(reactor)
     if kind == "dns":
         host, port = _parseServer(argument.strip())
-        return DnsResolver(reactor, host, port)
+        return DnsResolver(reactor, host, port, timeout=_dnsTries(timeout))
     if kind == "hosts":
         if not argument:
             raise ValueError("hosts: needs the hosts file's path, as hosts:PATH")

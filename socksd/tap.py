@@ -11,7 +11,7 @@ the open-file limit of L{socksd.service.filelimit}).
 
 from socksd.service.build import _applyLimits as _applyLimits
 from socksd.service.build import _ReloadOnHangup as _ReloadOnHangup
-from socksd.service.build import makeService
+from socksd.service.build import Reloader, makeService
 from socksd.service.filelimit import FILE_LIMIT_UNLIMITED, RaiseFileLimit, raiseFileLimit
 from socksd.service.listen import LISTEN_BACKLOG, FastOpenEndpoint, withBacklog
 from socksd.service.options import DEFAULT_LISTEN, PROTOCOLS, Options, parseRate
@@ -20,6 +20,7 @@ from socksd.service.options import _listensBeyondLoopback as _listensBeyondLoopb
 __all__ = [
     "Options",
     "makeService",
+    "Reloader",
     "DEFAULT_LISTEN",
     "PROTOCOLS",
     "parseRate",

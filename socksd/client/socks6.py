@@ -49,7 +49,7 @@ from ipaddress import IPv4Address
 from typing import Any, Iterable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from zope.interface import implementer
@@ -88,6 +88,8 @@ from socksd.wire.socks6 import (
     UdpAssociationInit,
     UdpDatagram,
     UdpError,
+    buildMessage,
+    decodeUdpPacket,
     tokenInWindow,
     tokenLessThan,
 )
@@ -102,6 +104,8 @@ __all__ = [
     "socks6Teardown",
     "socks6UdpAssociate",
     "Socks6UdpAssociation",
+    "Socks6Dtls",
+    "DtlsFailed",
 ]
 
 _NOOP_ADDRESS = Destination(IPv4Address(0), 0)
@@ -483,30 +487,119 @@ def socks6Teardown(
     )
 
 
+class DtlsFailed(Exception):
+    """
+    The DTLS conversation with the proxy's DTLS relay port failed: the
+    handshake (certificate, timeout), or no Association Confirmation came.
+    """
+
+
+class Socks6Dtls:
+    """
+    The proxy's DTLS relay port, for L{socks6UdpAssociate}: datagrams go
+    over DTLS 1.2 to it rather than over the TCP connection.  The draft
+    has no way for a proxy to announce the port: it is configured here, as
+    on the proxy (C{twistd socksd --socks6-dtls-listen}).
+
+    @ivar host: the relay's address (an IP literal, or a name resolved with
+        the reactor's C{resolve}).
+    @ivar port: its UDP port.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        host: str,
+        port: int,
+        *,
+        trustRoots: bytes | str | None = None,
+        hostname: str | None = None,
+        handshakeTimeout: float = 10.0,
+        confirmInterval: float = 1.0,
+        confirmAttempts: int = 5,
+    ) -> None:
+        """
+        @param trustRoots: the PEM certificates (bytes) or the path of a PEM
+            file the proxy's certificate must chain to; L{None}: the
+            platform's trust store.
+        @param hostname: the name (or IP address) the certificate must be
+            for; C{host} by default.
+        @param handshakeTimeout: seconds the DTLS handshake may take.
+        @param confirmInterval: seconds between the empty datagrams that ask
+            the proxy for its Association Confirmation (UDP may lose them).
+        @param confirmAttempts: how many such datagrams are sent before
+            giving up.
+        @raise RuntimeError: DTLS cannot be used here (pyOpenSSL missing or
+            too old; the message names C{socksd[tls]}).
+        @raise ValueError: C{trustRoots} holds no certificate.
+        """
+        from socksd.dtls import clientContext, dtlsMissing
+
+        missing = dtlsMissing()
+        if missing is not None:
+            raise RuntimeError(missing)
+        self.reactor = reactor
+        self.host = host
+        self.port = port
+        self.hostname = hostname or host
+        self.handshakeTimeout = handshakeTimeout
+        self.confirmInterval = confirmInterval
+        self.confirmAttempts = confirmAttempts
+        self.context = clientContext(trustRoots)
+
+    def __repr__(self) -> str:
+        return f"<Socks6Dtls {self.host}:{self.port}>"
+
+
+class _DtlsSocket(DatagramProtocol):
+    """The client's UDP socket towards the relay port."""
+
+    noisy = False
+
+    def __init__(self, association: Socks6UdpAssociation) -> None:
+        self.association = association
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        channel = self.association._channel
+        if channel is not None:
+            try:
+                channel.datagramReceived(data)
+            except Exception as error:
+                self.association._dtlsEnded(f"internal error: {error}")
+
+
 class Socks6UdpAssociation(Protocol):
     """
     A SOCKS6 UDP association whose datagrams go over the TCP connection to
-    the proxy (see L{socks6UdpAssociate}).
+    the proxy, or over DTLS to its relay port (see L{socks6UdpAssociate}).
 
     @ivar associationId: the proxy's Association ID (once C{ready} fired).
     @ivar bound: the proxy's UDP address and port from the Operation Reply.
     @ivar confirmed: the proxy sent Association Confirmation.
-    @ivar ready: fires with this association once Association Init came.
+    @ivar dtls: the L{Socks6Dtls} the datagrams go through, or L{None}.
+    @ivar ready: fires with this association once Association Init came
+        (over DTLS: once the proxy confirmed the DTLS conversation).
     """
 
-    def __init__(self, receiver: Any) -> None:
+    def __init__(self, receiver: Any, dtls: Socks6Dtls | None = None) -> None:
         """
         @param receiver: gets C{datagramReceived(payload, source)} (source a
             L{Destination}) and, if it has them,
             C{datagramErrorReceived(error)} (a L{UdpError}) and
             C{associationLost(reason)}.
+        @param dtls: send the datagrams over DTLS to this relay port.
         """
         self.receiver = receiver
+        self.dtls = dtls
         self.associationId: int | None = None
         self.bound: Destination | None = None
         self.confirmed = False
         self.ready: Deferred[Socks6UdpAssociation] = Deferred()
         self._codec = Socks6UdpStreamCodec(isServer=False)
+        self._channel: Any = None
+        self._socket: Any = None
+        self._timer: Any = None
+        self._attempts = 0
 
     def dataReceived(self, data: bytes) -> None:
         """Parse the proxy's UDP relay messages."""
@@ -520,31 +613,47 @@ class Socks6UdpAssociation(Protocol):
             if isinstance(message, UdpAssociationInit):
                 if self.associationId is None:
                     self.associationId = message.associationId
-                    self.ready.callback(self)
+                    if self.dtls is None:
+                        self.ready.callback(self)
+                    else:
+                        self._startDtls()
             elif message.associationId != self.associationId:
                 continue
             elif isinstance(message, UdpAssociationConfirmation):
                 self.confirmed = True
-            elif isinstance(message, UdpDatagram):
-                self.receiver.datagramReceived(message.payload, message.address)
-            elif isinstance(message, UdpError):
-                report = getattr(self.receiver, "datagramErrorReceived", None)
-                if report is not None:
-                    report(message)
+                if self.dtls is not None and not self.ready.called:
+                    self._cancelTimer()
+                    self.ready.callback(self)
+            else:
+                self._deliver(message)
+
+    def _deliver(self, message: Any) -> None:
+        if isinstance(message, UdpDatagram):
+            self.receiver.datagramReceived(message.payload, message.address)
+        elif isinstance(message, UdpError):
+            report = getattr(self.receiver, "datagramErrorReceived", None)
+            if report is not None:
+                report(message)
 
     def sendTo(self, payload: bytes, host: Host | bytes, port: int) -> None:
         """
         Send a datagram to C{host}:C{port} through the proxy.
 
-        @raise ValueError: the association is not ready, or a bad address.
+        @raise ValueError: the association is not ready, a bad address, or
+            (over DTLS) a datagram larger than one DTLS record.
         """
         if self.associationId is None:
             raise ValueError("the association is not ready yet")
         message = UdpDatagram(self.associationId, destinationFor(host, port), payload)
-        self.transport.write(self._codec.send(message))
+        if self.dtls is None:
+            self.transport.write(self._codec.send(message))
+            return
+        if self._channel is None or not self._channel.write(buildMessage(message)):
+            raise ValueError("the datagram cannot go over DTLS (too large, or closed)")
 
     def close(self) -> None:
-        """End the association (close the TCP connection)."""
+        """End the association (close the TCP connection, and DTLS)."""
+        self._stopDtls()
         self.transport.loseConnection()
 
     def _fail(self, reason: Failure) -> None:
@@ -553,10 +662,134 @@ class Socks6UdpAssociation(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """The association is over."""
+        self._stopDtls()
         self._fail(reason)
         lost = getattr(self.receiver, "associationLost", None)
         if lost is not None:
             lost(reason)
+
+    # DTLS
+
+    def _startDtls(self) -> None:
+        from ipaddress import ip_address
+
+        dtls = self.dtls
+        assert dtls is not None
+        try:
+            ip_address(dtls.host)
+        except ValueError:
+            resolving = dtls.reactor.resolve(dtls.host)
+            resolving.addCallbacks(self._connectDtls, self._dtlsFailed)
+            return
+        self._connectDtls(dtls.host)
+
+    def _dtlsFailed(self, failure: Failure) -> None:
+        self._dtlsEnded(f"the relay's name did not resolve: {failure.getErrorMessage()}")
+
+    def _connectDtls(self, address: str) -> None:
+        from OpenSSL import SSL
+
+        from socksd.dtls import MAX_DATAGRAM, DtlsChannel
+
+        dtls = self.dtls
+        assert dtls is not None
+        if not self.connected:
+            return
+        reactor = dtls.reactor
+        self._socket = reactor.listenUDP(
+            0,
+            _DtlsSocket(self),
+            interface="::" if ":" in address else "0.0.0.0",
+            maxPacketSize=MAX_DATAGRAM,
+        )
+        self._socket.connect(address, dtls.port)
+        connection = SSL.Connection(dtls.context, None)
+        connection.set_connect_state()
+        try:
+            from ipaddress import ip_address
+
+            ip_address(dtls.hostname)
+        except ValueError:
+            connection.set_tlsext_host_name(dtls.hostname.encode("idna"))
+        self._channel = DtlsChannel(
+            connection,
+            self._socket.write,
+            reactor,
+            received=self._dtlsReceived,
+            established=self._dtlsEstablished,
+            ended=self._dtlsEnded,
+        )
+        self._timer = reactor.callLater(dtls.handshakeTimeout, self._handshakeTimedOut)
+        self._channel.start()
+
+    def _handshakeTimedOut(self) -> None:
+        self._timer = None
+        self._dtlsEnded("the DTLS handshake took too long")
+
+    def _dtlsEstablished(self) -> None:
+        from ipaddress import ip_address
+
+        from service_identity import VerificationError
+        from service_identity.pyopenssl import verify_hostname, verify_ip_address
+
+        dtls = self.dtls
+        assert dtls is not None
+        self._cancelTimer()
+        try:
+            try:
+                ip_address(dtls.hostname)
+            except ValueError:
+                verify_hostname(self._channel.connection, dtls.hostname)
+            else:
+                verify_ip_address(self._channel.connection, dtls.hostname)
+        except VerificationError as error:
+            self._dtlsEnded(f"the relay's certificate is not for {dtls.hostname}: {error}")
+            return
+        self._askConfirmation()
+
+    def _askConfirmation(self) -> None:
+        """Send the empty datagram that maps the association to DTLS."""
+        self._timer = None
+        dtls = self.dtls
+        assert dtls is not None and self.associationId is not None
+        if self.confirmed or self._channel is None:
+            return
+        if self._attempts >= dtls.confirmAttempts:
+            self._dtlsEnded("no Association Confirmation for the DTLS conversation")
+            return
+        self._attempts += 1
+        self._channel.write(
+            buildMessage(UdpDatagram(self.associationId, _NOOP_ADDRESS, b""))
+        )
+        self._timer = dtls.reactor.callLater(dtls.confirmInterval, self._askConfirmation)
+
+    def _dtlsReceived(self, plaintext: bytes) -> None:
+        try:
+            message = decodeUdpPacket(plaintext)
+        except MalformedMessage:
+            return
+        if getattr(message, "associationId", None) == self.associationId:
+            self._deliver(message)
+
+    def _dtlsEnded(self, reason: str) -> None:
+        self._stopDtls()
+        self._fail(Failure(DtlsFailed(reason)))
+        if self.transport is not None and self.connected:
+            self.transport.loseConnection()
+
+    def _stopDtls(self) -> None:
+        self._cancelTimer()
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            sock.stopListening()
+
+    def _cancelTimer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
 
 def socks6UdpAssociate(
@@ -570,10 +803,13 @@ def socks6UdpAssociate(
     spendToken: bool = False,
     token: int | None = None,
     observer: Any = None,
+    dtls: Socks6Dtls | None = None,
+    bind: tuple[Host | bytes, int] | None = None,
 ) -> Deferred:
     """
-    Ask the proxy for a UDP association (UDP ASSOCIATE, any address and
-    port), its datagrams relayed over the TCP connection.
+    Ask the proxy for a UDP association (UDP ASSOCIATE), its datagrams
+    relayed over the TCP connection, or over DTLS to the proxy's DTLS relay
+    port with C{dtls}.
 
     @param receiver: see L{Socks6UdpAssociation.__init__}.
     @param stackOptions: e.g. C{UdpErrorOption(StackLeg.PROXY_REMOTE,
@@ -582,18 +818,24 @@ def socks6UdpAssociate(
     @param observer: an object whose C{lastAuthenticationReply} and
         C{lastOperationReply} are set as the replies arrive (the Operation
         Reply's stack options say what the proxy did).
+    @param dtls: a L{Socks6Dtls}: the datagrams go over DTLS to that port;
+        the Deferred fires once the proxy confirmed the DTLS conversation.
+    @param bind: the wanted bind address and port of the association (the
+        proxy's own; the proxy refuses others); by default any.
     @return: a Deferred firing with the L{Socks6UdpAssociation} once the
-        proxy's Association Init has come, or failing as
-        L{SOCKS6ClientEndpoint.connect} does.
+        proxy's Association Init has come (with C{dtls}, its Association
+        Confirmation), or failing as L{SOCKS6ClientEndpoint.connect} does,
+        or with L{DtlsFailed}.
     """
     options = _Socks6Options(
         username, password, b"", stackOptions, session, spendToken, token
     )
+    wanted = _NOOP_ADDRESS if bind is None else destinationFor(*bind)
     handshake: list[Socks6Handshake] = []
 
     def makeHandshake() -> Socks6Handshake:
         made = Socks6Handshake(
-            options.request(Command.UDP_ASSOCIATE, _NOOP_ADDRESS),
+            options.request(Command.UDP_ASSOCIATE, wanted),
             options.credentials,
             options.session,
             observer,
@@ -604,7 +846,7 @@ def socks6UdpAssociate(
     factory = Factory()
     factory.noisy = False
     factory.buildProtocol = lambda addr: Socks6UdpAssociation(  # type: ignore[method-assign]
-        receiver
+        receiver, dtls
     )
 
     def connected(association: Socks6UdpAssociation) -> Deferred:

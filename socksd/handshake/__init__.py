@@ -17,6 +17,7 @@ Nothing in this package imports Twisted.
 
 from socksd.handshake._actions import (
     Action,
+    AwaitSessions,
     CheckCredentials,
     HandshakeSettings,
     Refuse,
@@ -33,6 +34,7 @@ from socksd.handshake.socks6 import Socks6Handshake
 
 __all__ = [
     "Action",
+    "AwaitSessions",
     "CheckCredentials",
     "HandshakeSettings",
     "HttpHandshake",

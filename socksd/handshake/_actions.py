@@ -13,7 +13,11 @@ actions, in order, for the connection to carry out:
   - L{RequestReady}: the request is in (authenticated where needed); the
     connection's pipeline serves it and answers with
     L{ServerHandshake.reply};
-  - L{Refuse}: write these last bytes (maybe none), then close.
+  - L{Refuse}: write these last bytes (maybe none), then close;
+  - L{AwaitSessions}: the session store answers later (a shared store, in
+    Redis): wait for C{pending}, then call the handshake's
+    C{sessionsAnswered(answer)}, which returns more actions (only SOCKS6
+    asks this).
 
 Nothing here imports Twisted: the handshakes are tested with hex vectors fed
 at every split, like the codecs.
@@ -34,6 +38,7 @@ __all__ = [
     "CheckCredentials",
     "RequestReady",
     "Refuse",
+    "AwaitSessions",
     "Action",
     "Request",
     "HandshakeSettings",
@@ -178,7 +183,20 @@ class Refuse:
     request: Request | None = None
 
 
-Action = Union[Send, CheckCredentials, RequestReady, Refuse]
+@dataclass(frozen=True, slots=True)
+class AwaitSessions:
+    """
+    The session store will answer later: wait for C{pending} (an object of
+    the store's, opaque to the handshake: with a Twisted server, a
+    C{Deferred} that fires with a
+    L{SessionAnswer <socksd.handshake._sessions.SessionAnswer>} within the
+    store's deadline), then call the handshake's C{sessionsAnswered(answer)}.
+    """
+
+    pending: Any
+
+
+Action = Union[Send, CheckCredentials, RequestReady, Refuse, AwaitSessions]
 
 
 class ServerHandshake(Protocol):

@@ -59,6 +59,7 @@ from socksd.address import Destination
 from socksd.errors import MalformedMessage, UnsupportedVersion
 from socksd.handshake._actions import (
     Action,
+    AwaitSessions,
     CheckCredentials,
     HandshakeSettings,
     Refuse,
@@ -67,7 +68,13 @@ from socksd.handshake._actions import (
     RequestReady,
     Send,
 )
-from socksd.handshake._sessions import SessionRecord, SessionStore
+from socksd.handshake._sessions import (
+    SessionAnswer,
+    SessionQuery,
+    SessionRecord,
+    SessionStore,
+    consultStore,
+)
 from socksd.replies import ReplyProfile
 from socksd.wire import socks6
 from socksd.wire.socks6 import (
@@ -93,12 +100,15 @@ __all__ = ["Socks6Handshake"]
 _UNSPECIFIED = Destination(IPv4Address(0), 0)
 _AUTH_SUCCESS = 0
 _AUTH_FAILURE = 1
+#: The answer for a request that asks nothing of the sessions.
+_NO_SESSION = SessionAnswer()
 
 
 class _Stage(Enum):
     REQUEST = "request"
     CREDENTIALS = "username/password exchange"
     CHECKING = "checking credentials"
+    CONSULTING = "asking the session store"
     DONE = "done"
 
 
@@ -136,6 +146,7 @@ class Socks6Handshake:
         "_checking",
         "_slowPath",
         "_initialData",
+        "_then",
     )
 
     def __init__(
@@ -168,6 +179,8 @@ class Socks6Handshake:
         self._slowPath = False
         #: The request's initial data, until L{unconsumed} takes them.
         self._initialData = b""
+        #: What goes on once the session store answers (L{AwaitSessions}).
+        self._then: Any = None
 
     # ServerHandshake
 
@@ -243,7 +256,7 @@ class Socks6Handshake:
             if self._ready:
                 self.ended = True
             return []
-        if stage is _Stage.CHECKING:
+        if stage is _Stage.CHECKING or stage is _Stage.CONSULTING:
             self.ended = True
             return []
         self._stage = _Stage.DONE
@@ -326,7 +339,12 @@ class Socks6Handshake:
                 actions += self._checkCredentials(
                     (message.username, message.password), slowPath=True
                 )
-            if self._stage is _Stage.DONE or self._stage is _Stage.CHECKING:
+            stage = self._stage
+            if (
+                stage is _Stage.DONE
+                or stage is _Stage.CHECKING
+                or stage is _Stage.CONSULTING
+            ):
                 break
         return actions
 
@@ -336,23 +354,68 @@ class Socks6Handshake:
         self._initialData = request.initialData
         sessionId = request.sessionId
         if sessionId is not None:
-            table = self._sessions
-            session = table.find(sessionId)
             if request.sessionTeardown:
-                table.close(sessionId)
-            elif session is None:
-                return [
-                    self._refuse(
-                        AuthenticationReply(False, (SessionInvalidOption(),)),
-                        "unknown or expired SOCKS6 session",
-                        "SESSION_INVALID",
-                    )
-                ]
-            else:
-                table.touch(session)
-                self.session = session
-                self.user = session.user
-                return self._succeed(session.user, session.credentials, ())
+                return self._consult(
+                    SessionQuery(sessionId, teardown=True), self._tornDown
+                )
+            return self._consult(
+                SessionQuery(
+                    sessionId,
+                    windowRequest=request.idempotenceWindowRequest,
+                    token=request.idempotenceToken,
+                ),
+                self._inSession,
+            )
+        return self._authenticate()
+
+    def _consult(self, query: SessionQuery, then: Any) -> list[Action]:
+        """
+        Ask the session store C{query}; C{then(answer)} goes on with its
+        answer, now or (L{AwaitSessions}) once the store answers.
+        """
+        store = self._sessions
+        consult = getattr(store, "consult", None)
+        answer = consultStore(store, query) if consult is None else consult(query)
+        if type(answer) is SessionAnswer:
+            return then(answer)
+        self._stage = _Stage.CONSULTING
+        self._then = then
+        return [AwaitSessions(answer)]
+
+    def sessionsAnswered(self, answer: SessionAnswer) -> list[Action]:
+        """
+        The session store answered (after an L{AwaitSessions}): go on with
+        the request.
+        """
+        if self._stage is not _Stage.CONSULTING:
+            return []
+        then, self._then = self._then, None
+        self._stage = _Stage.REQUEST
+        return then(answer)
+
+    def _tornDown(self, answer: SessionAnswer) -> list[Action]:
+        """The session is gone: serve the request as outside any session."""
+        return self._authenticate()
+
+    def _inSession(self, answer: SessionAnswer) -> list[Action]:
+        """The request names a session: it is live (or not)."""
+        session = answer.session
+        if session is None:
+            return [
+                self._refuse(
+                    AuthenticationReply(False, (SessionInvalidOption(),)),
+                    "unknown or expired SOCKS6 session",
+                    "SESSION_INVALID",
+                )
+            ]
+        self.session = session
+        self.user = session.user
+        return self._finish(answer, session.user, session.credentials, ())
+
+    def _authenticate(self) -> list[Action]:
+        """Authentication, outside a session (module docstring, step 3)."""
+        request = self.request
+        assert request is not None
         credentials = request.usernamePassword
         if not self._settings.requireAuth:
             replies: tuple[Option, ...] = ()
@@ -396,51 +459,64 @@ class Socks6Handshake:
         replies: tuple[Option, ...],
     ) -> list[Action]:
         """
-        Authentication is over (or not needed): open a session, handle
-        idempotence, send the successful Authentication Reply and give the
-        request (module docstring, steps 4 to 6).
+        Authentication is over (or not needed), outside a session: open a
+        session when asked (module docstring, step 4), then finish.
         """
         request = self.request
         assert request is not None
-        table = self._sessions
+        if request.sessionRequest and not request.sessionTeardown:
+            return self._consult(
+                SessionQuery(
+                    open=True,
+                    user=user,
+                    credentials=credentials,
+                    clientHost=self._clientHost,
+                    windowRequest=request.idempotenceWindowRequest,
+                    token=request.idempotenceToken,
+                ),
+                lambda answer: self._finish(answer, user, credentials, replies),
+            )
+        return self._finish(_NO_SESSION, user, credentials, replies)
+
+    def _finish(
+        self,
+        answer: SessionAnswer,
+        user: Any,
+        credentials: tuple[bytes, bytes] | None,
+        replies: tuple[Option, ...],
+    ) -> list[Action]:
+        """
+        Idempotence (module docstring, step 5), then the successful
+        Authentication Reply and the request (step 6).
+        """
+        request = self.request
+        assert request is not None
         options = list(replies)
-        session = self.session
-        opened = False
-        if session is not None:
-            options.append(SessionOkOption())
-        elif request.sessionRequest and not request.sessionTeardown:
-            session = table.open(user, credentials, self._clientHost)
+        session = answer.session
+        if answer.opened:
+            self.session = session
             if session is not None:
-                opened = True
-                self.session = session
                 options.append(SessionIdOption(session.sessionId))
-        if session is not None:
-            session.requests += 1
-            size = request.idempotenceWindowRequest
-            if size is not None:
-                table.issueWindow(session, size)
+        elif session is not None:
+            options.append(SessionOkOption())
+        if answer.tokenAccepted is False:
             token = request.idempotenceToken
-            if token is not None:
-                window = session.window
-                if window is None or not window.spend(token):
-                    if opened:
-                        table.close(session.sessionId)
-                        self.session = None
-                    return [
-                        self._refuse(
-                            AuthenticationReply(False, (IdempotenceRejectedOption(),)),
-                            f"idempotence token {token} rejected "
-                            "(spent or outside the window)",
-                            "IDEMPOTENCE_REJECTED",
-                            user,
-                            credentials,
-                        )
-                    ]
-                options.append(IdempotenceAcceptedOption())
-            if session.window is not None:
-                options.append(
-                    IdempotenceWindowOption(session.window.base, session.window.size)
+            return [
+                self._refuse(
+                    AuthenticationReply(False, (IdempotenceRejectedOption(),)),
+                    f"idempotence token {token} rejected "
+                    "(spent or outside the window)",
+                    "IDEMPOTENCE_REJECTED",
+                    user,
+                    credentials,
                 )
+            ]
+        if session is not None:
+            if answer.tokenAccepted:
+                options.append(IdempotenceAcceptedOption())
+            window = session.window
+            if window is not None:
+                options.append(IdempotenceWindowOption(window.base, window.size))
         self._stage = _Stage.DONE
         self._ready = True
         return [

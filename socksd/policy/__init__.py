@@ -137,6 +137,8 @@ The rules file (TOML)
     to = [".example.com"]
     bind-address = "192.0.2.10"      # pass rules only
     bandwidth = 1000000              # bytes/second; pass rules only
+    quota = "10G/month"              # per user (per client without one);
+                                     # hour, day, week, month (UTC); pass rules only
 
 Unknown keys are errors, so a typo cannot silently widen a rule.  A bad file
 raises L{RulesError} naming the file, the rule and the problem.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -56,6 +56,30 @@ _ADDRESS_REFUSALS: Mapping[str, str] = {
 }
 
 
+_ALL_IPV4 = IPv4Network("0.0.0.0/0")
+_ALL_IPV6 = IPv6Network("::/0")
+#: IPv4-mapped IPv6 addresses: a client's is matched as the IPv4 address.
+_MAPPED_NETWORK = IPv6Network("::ffff:0:0/96")
+
+
+def _covered(network: Any, networks: Sequence[Any]) -> bool:
+    """Is every address of C{network} in one of C{networks}?"""
+    remaining = [network]
+    for cover in networks:
+        left = []
+        for piece in remaining:
+            if piece.subnet_of(cover):
+                continue
+            if cover.subnet_of(piece):
+                left.extend(piece.address_exclude(cover))
+            else:
+                left.append(piece)
+        remaining = left
+        if not remaining:
+            return True
+    return not remaining
+
+
 @dataclass(frozen=True, slots=True)
 class RuleDecision:
     """
@@ -71,6 +95,8 @@ class RuleDecision:
     @ivar bindAddress: where outgoing connections should leave from, as
         C{(host, port)}, or L{None} for the system's choice.
     @ivar bandwidth: bytes per second per tunnel direction, or L{None}.
+    @ivar quota: the rule's volume quota (L{socksd.policy.quota.Quota}),
+        or L{None}.
     """
 
     allowed: bool
@@ -78,12 +104,15 @@ class RuleDecision:
     index: int | None = None
     bindAddress: tuple[str, int] | None = None
     bandwidth: float | None = None
+    quota: Any = None
 
     def __post_init__(self) -> None:
         if not self.allowed and (
-            self.bindAddress is not None or self.bandwidth is not None
+            self.bindAddress is not None
+            or self.bandwidth is not None
+            or self.quota is not None
         ):
-            raise ValueError("a refusal has no bind address or bandwidth")
+            raise ValueError("a refusal has no bind address, bandwidth or quota")
 
 
 @implementer(IPolicy)
@@ -181,6 +210,7 @@ class Policy:
         denyPrivate: bool = False,
         rulesFile: str | os.PathLike[str] | None = None,
         ownAddresses: Iterable[IPAddress | str] = (),
+        rulesDocument: tuple[Mapping[str, Any], str] | None = None,
     ) -> Policy:
         """
         Build a policy from C{twistd socksd}'s options.
@@ -192,6 +222,10 @@ class Policy:
         the option or the file says so.
 
         @param rulesFile: the path of a TOML rules file, or L{None}.
+        @param rulesDocument: rules already read (the C{[[client]]},
+            C{[[destination]]} and default keys of a configuration file) and
+            the name of their source, or L{None}; their rules come after
+            the options' and before the rules file's.
         @raise RulesError: for a bad option value or a bad file.
         """
         allowClients = list(allowClients)
@@ -224,9 +258,13 @@ class Policy:
                     raise RulesError(str(error), option) from None
         clientDefault = Action.BLOCK if allowClients else Action.PASS
         destinationDefault = Action.BLOCK if allowDestinations else Action.PASS
+        documents = []
+        if rulesDocument is not None:
+            documents.append((dict(rulesDocument[0]), rulesDocument[1]))
         if rulesFile is not None:
             path = rulesFile if isinstance(rulesFile, os.PathLike) else Path(rulesFile)
-            data, name = _loadToml(path)
+            documents.append(_loadToml(path))
+        for data, name in documents:
             compiled = _compileDocument(data, name)
             clientRules.extend(compiled["clientRules"])
             destinationRules.extend(compiled["destinationRules"])
@@ -243,6 +281,35 @@ class Policy:
             clientDefault=clientDefault,
             destinationDefault=destinationDefault,
         )
+
+    def passesEveryClient(self) -> bool:
+        """
+        Do the client rules let every client address in?
+
+        C{False} when some IPv4 or IPv6 address would be refused: a
+        C{block} rule that matches an address no C{pass} rule before it
+        covers, or a C{block} client default with addresses no C{pass} rule
+        covers.  (The open-proxy guard of C{twistd socksd} counts only
+        client rules that refuse someone as a limit on who may connect.)
+        """
+        passed4: list[Any] = []
+        passed6: list[Any] = [_MAPPED_NETWORK]
+        for rule in self.clientRules:
+            if rule.clients is None:
+                networks4, networks6 = (_ALL_IPV4,), (_ALL_IPV6,)
+            else:
+                networks4, networks6 = rule.clients.v4, rule.clients.v6
+            if rule.action is Action.BLOCK:
+                if any(not _covered(n, passed4) for n in networks4) or any(
+                    not _covered(n, passed6) for n in networks6
+                ):
+                    return False
+            else:
+                passed4.extend(networks4)
+                passed6.extend(networks6)
+        if self.clientDefault is Action.BLOCK:
+            return _covered(_ALL_IPV4, passed4) and _covered(_ALL_IPV6, passed6)
+        return True
 
     # IPolicy
 
@@ -284,6 +351,7 @@ class Policy:
             rule=route.rule,
             bandwidth=route.bandwidth,
             bindAddress=route.bindAddress,
+            quota=route.quota,
             checkAddresses=(
                 self._namesNeedAddresses and resolvableName(destination) is not None
             ),
@@ -351,6 +419,7 @@ class Policy:
                 rule=first.rule,
                 bandwidth=first.bandwidth,
                 bindAddress=first.bindAddress,
+                quota=first.quota,
                 checkAddresses=False,
             )
         return replace(decision, checkAddresses=False)
@@ -467,13 +536,19 @@ class Policy:
                 return RuleDecision(False, refusal, index)
         if rule is None:
             return RuleDecision(True, name, index)
-        return RuleDecision(True, name, index, rule.bindAddress, rule.bandwidth)
+        return RuleDecision(
+            True, name, index, rule.bindAddress, rule.bandwidth, rule.quota
+        )
 
     def routeFor(
         self, context: ConnectContext, destination: Destination
     ) -> RuleDecision:
         """
         Decide on a request before anything is resolved.
+
+        For a wanted bind address (C{context.bindRequest}: a SOCKS6 BIND or
+        UDP ASSOCIATE), only the rules decide: C{denyPrivate} and
+        C{ownAddresses} are about remote hosts, not the proxy's own.
 
         @return: whether it is allowed, which rule decided, and the rule's
             bind address and bandwidth.
@@ -492,6 +567,9 @@ class Policy:
         aliases: tuple[IPAddress, ...] = ()
         if address is not None:
             aliases = _destinationAliases(address)
+        # A wanted bind address is the proxy's own (and often private or
+        # loopback): only the rules decide on it.
+        refusable = None if getattr(context, "bindRequest", False) else address
         client = _clientAddress(context.client)
         for index, rule in enumerate(self.destinationRules):
             if not rule.matchesRequest(context, client, destination.port):
@@ -504,8 +582,8 @@ class Policy:
             else:
                 matched = rule.matchesName(name)
             if matched:
-                return self._decide(rule, index, address, aliases, explicit)
-        return self._decide(None, None, address, aliases)
+                return self._decide(rule, index, refusable, aliases, explicit)
+        return self._decide(None, None, refusable, aliases)
 
     def decideAddress(
         self, context: ConnectContext, address: IPAddress, port: int
@@ -596,6 +674,10 @@ class ReloadablePolicy:
         self.current = policy
         log.info("reloaded {description}", description=self.description)
         return True
+
+    def passesEveryClient(self) -> bool:
+        """See L{Policy.passesEveryClient}."""
+        return self.current.passesEveryClient()
 
     def allowClient(self, client: Any) -> bool:
         """See L{Policy.allowClient}."""

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from socksd.address import parseHost
 from socksd.interfaces import ConnectContext
+from socksd.policy.quota import Quota, parseQuota
 from socksd.policy.addresses import (
     _NO_NETWORKS,
     IPAddress,
@@ -267,6 +268,9 @@ class DestinationRule:
     @ivar clients: client networks, or L{None}.
     @ivar bindAddress: C{(host, 0)} for outgoing connections, or L{None}.
     @ivar bandwidth: bytes per second per tunnel direction, or L{None}.
+    @ivar quota: the volume each user (each client address, without
+        authentication) may move per period through the tunnels this rule
+        allows (a L{Quota} keyed C{rule:NAME}), or L{None}.
     @ivar name: how logs name the rule.
     """
 
@@ -283,6 +287,7 @@ class DestinationRule:
     bindAddress: tuple[str, int] | None = None
     bandwidth: float | None = None
     name: str = "destination rule"
+    quota: Quota | None = None
     _dottedSuffixes: tuple[str, ...] = field(
         default=(), init=False, repr=False, compare=False
     )
@@ -298,9 +303,13 @@ class DestinationRule:
                 "a rule either has targets in 'to' or matches any destination"
             )
         if self.action is Action.BLOCK and (
-            self.bindAddress is not None or self.bandwidth is not None
+            self.bindAddress is not None
+            or self.bandwidth is not None
+            or self.quota is not None
         ):
-            raise ValueError("bind-address and bandwidth belong on pass rules")
+            raise ValueError("bind-address, bandwidth and quota belong on pass rules")
+        if self.quota is not None and not isinstance(self.quota, Quota):
+            raise TypeError(f"quota must be a Quota, not {self.quota!r}")
         if self.bandwidth is not None:
             _parseBandwidth(self.bandwidth)
         for low, high in self.ports or ():
@@ -326,6 +335,7 @@ class DestinationRule:
         bindAddress: str | None = None,
         bandwidth: float | None = None,
         name: str | None = None,
+        quota: str | None = None,
     ) -> DestinationRule:
         """
         Compile a destination rule from text (the rules file's values).
@@ -356,7 +366,10 @@ class DestinationRule:
             fields["bindAddress"] = _parseBindAddress(bindAddress)
         if bandwidth is not None:
             fields["bandwidth"] = _parseBandwidth(bandwidth)
-        return cls(name=name or "destination rule", **fields)
+        name = name or "destination rule"
+        if quota is not None:
+            fields["quota"] = parseQuota(quota, f"rule:{name}")
+        return cls(name=name, **fields)
 
     @property
     def hasNames(self) -> bool:

@@ -98,6 +98,7 @@ _DESTINATION_KEYS = {
     "from": "clients",
     "bind-address": "bindAddress",
     "bandwidth": "bandwidth",
+    "quota": "quota",
     "name": "name",
 }
 _TOP_KEYS = {

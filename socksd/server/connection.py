@@ -4,8 +4,13 @@ handshake negotiates, and the request pipeline serves the request.
 
 The factory builds a L{SocksConnection} per connection.  Its first byte
 picks an entry of the factory's C{handlers} mapping (0x04 SOCKS4/4A, 0x05
-SOCKS5, 0x06 SOCKS6, the first letters of HTTP methods); a byte no entry
-claims closes the connection.  An entry is a callable that takes the
+SOCKS5, 0x06 SOCKS6, the first letters of HTTP methods).  A byte no entry
+claims gets SOCKS6's one-byte Version Mismatch reply (C{06}) before the
+close when the port serves SOCKS6 (its mapping has an entry for 0x06), as
+draft-11 says a proxy answers a request of another version; a port that
+does not serve SOCKS6 closes without a byte, since C{06} would tell the
+client to speak a version the port refuses (SOCKS4 and SOCKS5 have no such
+reply: their servers close).  An entry is a callable that takes the
 connection and returns its I{handler}, the object that gets every later
 event of the connection (C{dataReceived(data)}, the first call with the
 first byte; C{readConnectionLost()}; C{writeConnectionLost()};
@@ -29,7 +34,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
 from twisted.logger import Logger
@@ -38,6 +43,7 @@ from zope.interface import implementer
 
 from socksd.errors import AuthenticationFailed
 from socksd.handshake import (
+    AwaitSessions,
     CheckCredentials,
     Refuse,
     RequestReady,
@@ -48,10 +54,15 @@ from socksd.handshake.socks5 import MAX_MESSAGE
 from socksd.server._log import ConnectionRecord
 from socksd.server.pipeline import Pipeline
 from socksd.server.relay import abortTransport, setNoDelay, tcpTransports, writeNow
+from socksd.wire.socks6 import VERSION as SOCKS6_VERSION
+from socksd.wire.socks6 import Socks6ServerCodec, VersionMismatch
 
 __all__ = ["SocksConnection", "Handler", "negotiating"]
 
 log = Logger()
+
+#: SOCKS6's Version Mismatch reply, as its codec writes it.
+VERSION_MISMATCH = Socks6ServerCodec().send(VersionMismatch())
 
 
 class Handler:
@@ -389,9 +400,15 @@ class SocksConnection:
             if admission is not None and not admission.moveTo(peer):
                 self.finish("too many connections from this client")
                 return
-        entry = self.factory.handlers.get(data[0])
+        handlers = self.factory.handlers
+        entry = handlers.get(data[0])
         if entry is None:
-            self.finish(f"unknown first byte 0x{data[0]:02x}")
+            reason = f"unknown first byte 0x{data[0]:02x}"
+            if SOCKS6_VERSION in handlers:
+                record.reply = "VERSION_MISMATCH"
+                self.finish(reason, VERSION_MISMATCH)
+            else:
+                self.finish(reason)
             return
         handler = entry(self)
         if handler is None:
@@ -437,6 +454,8 @@ class SocksConnection:
                 self._refuse(action)
             elif kind is CheckCredentials:
                 self._check(action)
+            elif kind is AwaitSessions:
+                self._awaitSessions(action)
             else:
                 raise TypeError(f"not a handshake action: {action!r}")
 
@@ -490,6 +509,28 @@ class SocksConnection:
 
     def _checkBug(self, failure: Failure) -> None:
         self.bug("handling the result of an authentication failed", failure)
+
+    def _awaitSessions(self, action: AwaitSessions) -> None:
+        """
+        A shared session store answers later (it answers within its own
+        deadline, never with a failure; see L{socksd.shared.sessions}).
+        """
+        pending = action.pending
+        self._checking = pending
+        pending.addCallback(self._sessionsAnswered)
+        pending.addErrback(self._sessionsBug)
+
+    def _sessionsAnswered(self, answer: Any) -> None:
+        self._checking = None
+        if not self.open:
+            return
+        self.carryOut(self.handshake.sessionsAnswered(answer))
+
+    def _sessionsBug(self, failure: Failure) -> None:
+        self._checking = None
+        if failure.check(CancelledError):
+            return
+        self.bug("asking the SOCKS6 session store failed", failure)
 
     def _negotiationLost(self) -> None:
         """The client left before its first byte, or during its handshake."""

@@ -172,6 +172,12 @@ class SocksServerFactory(Factory):
         (L{socksd.server.socks6.sessions.SessionTable}), made when the first
         SOCKS6 client comes (L{sessionTableFor}); set one before serving for
         other limits.
+    @ivar socks6Dtls: the SOCKS6 DTLS relay port's protocol
+        (L{socksd.server.socks6.dtls.DtlsRelay}) the SOCKS6 UDP associations
+        register with, or L{None} for no DTLS.
+    @ivar socks6Reservations: the UDP ports SOCKS6 associations reserved
+        (Port Parity), made on first use
+        (L{socksd.server.socks6.udp.reservationsFor}).
     """
 
     limits: Any = None
@@ -180,6 +186,8 @@ class SocksServerFactory(Factory):
     accessLog: Any = None
     outgoingAddress: Any = None
     socks6Sessions: Any = None
+    socks6Dtls: Any = None
+    socks6Reservations: Any = None
     policy = _PolicySlot()
     authenticator = _AuthenticatorSlot()
 

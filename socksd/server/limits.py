@@ -80,6 +80,12 @@ class Admission:
 
     __slots__ = ("_limits", "client", "user", "released")
 
+    #: The fleet's admission (L{socksd.shared}), or L{None}: with one, the
+    #: pipeline calls C{gate(pipeline, command, decision)} after the
+    #: policy's decision, and the gate starts the command (now or once Redis
+    #: answers) or refuses the request.
+    gate: Any = None
+
     def __init__(self, limits: ConnectionLimits, client: Hashable) -> None:
         self._limits = limits
         self.client = client
@@ -145,6 +151,9 @@ class ConnectionLimits:
     @ivar total: the connections admitted and not yet released.
     """
 
+    #: The class of the admissions handed out.
+    admissionClass: type = Admission
+
     def __init__(
         self,
         maxTotal: int | None = None,
@@ -197,7 +206,7 @@ class ConnectionLimits:
             return f"too many connections from this client ({self.maxPerClient})"
         self.total += 1
         self._perClient[key] = self._perClient.get(key, 0) + 1
-        return Admission(self, key)
+        return self.admissionClass(self, key)
 
 
 class RateBucket:
@@ -287,6 +296,15 @@ class Throttle:
         except Exception:
             log.failure("resuming a throttled transport failed")
 
+    def wake(self) -> None:
+        """
+        Resume now if paused (a shared bucket got the credit it waited
+        for: L{socksd.shared}).
+        """
+        call = self._call
+        if self.paused and call is not None and call.active():
+            call.reset(0)
+
     def stop(self) -> None:
         """The tunnel is gone: cancel the pending resume."""
         self.stopped = True
@@ -343,13 +361,30 @@ class BandwidthLimits:
             buckets.append(RateBucket(ruleRate, _burstFor(ruleRate), self._reactor))
         return buckets
 
+    def meters(
+        self, client: Any, user: Any, ruleRate: float | None, admission: Any = None
+    ) -> bool:
+        """
+        Whether a tunnel of C{client} and C{user} may be metered (then it
+        takes the ordinary relay, which sees every chunk, not splice(2)):
+        always, here, once any bandwidth limit is set.
+        """
+        return True
+
     def throttle(
-        self, relay: Any, client: Any, user: Any, ruleRate: float | None = None
+        self,
+        relay: Any,
+        client: Any,
+        user: Any,
+        ruleRate: float | None = None,
+        admission: Any = None,
     ) -> bool:
         """
         Put throttles on both directions of C{relay} (a
         L{socksd.server.relay.Relay}) when any limit applies.
 
+        @param admission: the connection's L{Admission}, or L{None} (the
+            fleet's limits, L{socksd.shared}, meter its quotas).
         @return: whether a limit applies.
         """
         attached = False

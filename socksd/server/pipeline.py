@@ -11,8 +11,13 @@ becomes the connection's handler and serves the request:
      asked (Tor's extended error F6 with C{--extended-errors});
   3. admission: the authenticated user's share of the connection limits;
   4. the policy's L{Decision} (allow or refuse, the rule, the upstream,
-     bandwidth, outgoing address), for commands that ask one;
-  5. the command object, which may check the resolved addresses
+     bandwidth, outgoing address, quota), for commands that ask one;
+  5. the fleet's admission, when the connection's admission has a C{gate}
+     (shared state: L{socksd.shared}): the fleet-wide caps and the quotas,
+     asked of Redis (or of the local quota file), which answers within a
+     second; the gate then starts the command, or refuses.  Without shared
+     state nothing here waits;
+  6. the command object, which may check the resolved addresses
      (L{socksd.policy.resolved}), connects, listens or looks up, and
      reports through the pipeline: L{Pipeline.refuse},
      L{Pipeline.startTunnel} (the reply, then the relay) or
@@ -173,26 +178,42 @@ class Pipeline:
         if factory.policy is not None:
             what = command.policyCheck
             if what is not None:
-                checked = self.decide(command.policyDestination(), what)
+                checked = self.decide(
+                    command.policyDestination(),
+                    what,
+                    command.policyContext(self.context),
+                )
                 if checked is None:
                     return
                 decision = checked
+        if admission is not None and admission.gate is not None:
+            admission.gate(self, command, decision)
+            return
         command.start(decision)
 
-    def decide(self, destination: Destination, what: str) -> Decision | None:
+    def decide(
+        self,
+        destination: Destination,
+        what: str,
+        context: ConnectContext | None = None,
+    ) -> Decision | None:
         """
         Ask the factory's policy about C{destination} for this request;
         when it refuses, or fails to decide, refuse the client.
 
         @param what: what is asked for, for the log ("destination",
             "BIND", "UDP ASSOCIATE", "lookup").
+        @param context: the context to decide with; the request's by
+            default.
         @return: the decision, or L{None} after refusing.
         """
         policy = self.factory.policy
         if policy is None:
             return ALLOW
+        if context is None:
+            context = self.context
         try:
-            decision = policy.decide(self.context, destination)
+            decision = policy.decide(context, destination)
         except Exception as error:
             log.failure("the policy failed to decide on a {what}", what=what)
             self.refuse(error, f"policy failed: {error}")
@@ -352,11 +373,20 @@ class Pipeline:
             idleTimeout=config.idleTimeout,
             noDelay=config.tcpNoDelay,
             record=record,
-            splice=splice and config.splice and limits is None,
+            splice=splice
+            and config.splice
+            and (
+                limits is None
+                or not limits.meters(
+                    record.client, record.user, bandwidth, connection.admission
+                )
+            ),
         )
         metrics = factory.metrics
         if metrics is not None:
             metrics.tunnelOpened(record)
         if limits is not None:
-            limits.throttle(relay, record.client, record.user, bandwidth)
+            limits.throttle(
+                relay, record.client, record.user, bandwidth, connection.admission
+            )
         return relay

@@ -6,8 +6,7 @@ C{metrics} attribute); the connection tells it when a handshake completes,
 when a tunnel starts and when a connection ends.  L{metricsService} serves
 the metrics in Prometheus' text format over HTTP, at C{/metrics}, with
 C{prometheus_client}'s Twisted resource (install the C{metrics} extra:
-C{pip install socksd[metrics]}), and the server's health at C{/healthz}
-(L{socksd.service.health}).  Neither leaves a line in the log per request.
+C{pip install socksd[metrics]}).
 
 Each L{Metrics} has its own C{CollectorRegistry}, so several servers (and
 tests) in one process do not share counters.  With C{--workers}, each
@@ -24,12 +23,29 @@ C{worker} label (see L{socksd.service.workers}).  The series:
   - C{socksd_handshake_seconds}: a histogram of the time from connecting to
     a complete request;
   - C{socksd_tunnels}: the tunnels open now;
-  - C{socksd_auth_failures_total}: failed logins.
+  - C{socksd_auth_failures_total}: failed logins;
+  - C{socksd_upstream_up{upstream}}: 1 while a chained upstream proxy is
+    up, 0 while it is marked down (its back-off; see
+    L{socksd.upstream.chain.UpstreamHealth});
+  - C{socksd_upstream_failures_total{upstream}}: that proxy's failures.
+  - with C{--shared-state}: C{socksd_shared_state_up} (1 while Redis can
+    be asked) and C{socksd_shared_state_changes_total} (connections to
+    Redis lost and made).
+
+The same listener serves the server's health at C{/healthz}
+(L{socksd.service.health}: 200 serving, 503 draining).  Neither leaves a
+line in the log per request.
+
+With quotas (C{--quota-per-user}, a rule's C{quota}), the same listener
+serves C{/quotas}: a JSON document of the bytes each user (or client)
+has been charged in the current periods, read from Redis or the quota
+file (one entry per holder: deliberately not Prometheus series, whose
+number must stay small).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["Metrics", "metricsService", "refusalKind"]
 
@@ -48,6 +64,10 @@ def refusalKind(reason: str | None) -> str:
         return "malformed"
     if reason.startswith("authentication failed"):
         return "auth"
+    if reason.startswith("quota exhausted"):
+        return "quota"
+    if reason.startswith("shared state unavailable"):
+        return "shared-state"
     return "other"
 
 
@@ -93,6 +113,33 @@ class Metrics:
         self.authFailures = Counter(
             "socksd_auth_failures", "Failed logins.", registry=self.registry
         )
+
+    def watchUpstreams(self, upstream: Callable[[], Any]) -> None:
+        """
+        Export the health of the upstream proxies that C{upstream()} (the
+        factory's upstream, read at each scrape: a reload may change it)
+        uses: C{socksd_upstream_up} and C{socksd_upstream_failures_total}.
+        """
+        self.registry.register(_UpstreamCollector(upstream))
+
+    def sharedStateChanged(self, up: bool) -> None:
+        """The connection to the fleet's Redis was made (or lost)."""
+        if not hasattr(self, "sharedStateUp"):
+            from prometheus_client import Counter, Gauge
+
+            self.sharedStateUp = Gauge(
+                "socksd_shared_state_up",
+                "1 while the shared state (Redis) can be asked.",
+                registry=self.registry,
+            )
+            self.sharedStateChanges = Counter(
+                "socksd_shared_state_changes",
+                "Connections to the shared state (Redis) made and lost.",
+                ["state"],
+                registry=self.registry,
+            )
+        self.sharedStateUp.set(1 if up else 0)
+        self.sharedStateChanges.labels("up" if up else "down").inc()
 
     def handshakeDone(self, seconds: float) -> None:
         """A client's request is complete, C{seconds} after it connected."""
@@ -143,19 +190,86 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class _UpstreamCollector:
+    """The upstream proxies' health, for C{prometheus_client}."""
+
+    def __init__(self, upstream: Callable[[], Any]) -> None:
+        self._upstream = upstream
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from socksd.upstream.chain import upstreamHealths
+
+        up = GaugeMetricFamily(
+            "socksd_upstream_up",
+            "1 while an upstream proxy is up, 0 while it is marked down.",
+            labels=["upstream"],
+        )
+        failures = CounterMetricFamily(
+            "socksd_upstream_failures",
+            "Failures of an upstream proxy (refused, timed out, broken handshake).",
+            labels=["upstream"],
+        )
+        for health in upstreamHealths(self._upstream()):
+            up.add_metric([health.name], 1.0 if health.up else 0.0)
+            failures.add_metric([health.name], float(health.failuresTotal))
+        return [up, failures]
+
+
 def metricsService(
-    description: str, metrics: Metrics, reactor: Any, health: Any = None
+    description: str,
+    metrics: Metrics,
+    reactor: Any,
+    usage: Any = None,
+    health: Any = None,
 ) -> Any:
     """
     A service listening on the server endpoint C{description} (e.g.
     C{tcp:9180:interface=127.0.0.1}) that serves C{metrics} (anything with
     a C{prometheus_client} C{registry}: a L{Metrics}, or with C{--workers}
-    the parent's L{socksd.service.workers.WorkersMetrics}) at C{/metrics},
-    and C{health} (a L{socksd.service.health.Health}) at C{/healthz}.
+    the parent's L{socksd.service.workers.WorkersMetrics}) at C{/metrics}.
+
+    @param usage: with quotas, a function returning a Deferred of the quota
+        counts (L{socksd.shared.Fleet.usage}), served as JSON at C{/quotas}.
+    @param health: a L{socksd.service.health.Health}, served at
+        C{/healthz}, or L{None}.
     """
     from twisted.application import strports
 
-    return strports.service(description, metricsSite(metrics, health), reactor=reactor)
+    return strports.service(
+        description, metricsSite(metrics, usage, health), reactor=reactor
+    )
+
+
+def _quotasPage(usage: Any) -> Any:
+    """The C{/quotas} resource: the quota counts as JSON."""
+    import json
+
+    from twisted.web.resource import Resource
+    from twisted.web.server import NOT_DONE_YET
+
+    class QuotasPage(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Any) -> Any:
+            request.setHeader(b"content-type", b"application/json")
+
+            def send(document: Any) -> None:
+                request.write(json.dumps(document, sort_keys=True).encode() + b"\n")
+                request.finish()
+
+            def failed(failure: Any) -> None:
+                request.setResponseCode(503)
+                send({"error": failure.getErrorMessage()})
+
+            usage().addCallbacks(send, failed)
+            return NOT_DONE_YET
+
+    return QuotasPage()
 
 
 def _metricsPage(registry: Any) -> Any:
@@ -180,11 +294,12 @@ def _metricsPage(registry: Any) -> Any:
     return MetricsPage()
 
 
-def metricsSite(metrics: Metrics, health: Any = None) -> Any:
+def metricsSite(metrics: Metrics, usage: Any = None, health: Any = None) -> Any:
     """
-    A C{twisted.web} site with C{metrics} at C{/metrics} and, with a
-    C{health} (L{socksd.service.health.Health}), C{/healthz}.  Requests are
-    not logged: a scrape every few seconds would fill the log.
+    A C{twisted.web} site with C{metrics} at C{/metrics} (with C{usage},
+    the quota counts at C{/quotas}; with a C{health}, a
+    L{socksd.service.health.Health}, C{/healthz}).  Requests are not
+    logged: a scrape every few seconds would fill the log.
     """
     from twisted.web.resource import Resource
     from twisted.web.server import Site
@@ -197,6 +312,8 @@ def metricsSite(metrics: Metrics, health: Any = None) -> Any:
 
     root = Resource()
     root.putChild(b"metrics", _metricsPage(metrics.registry))
+    if usage is not None:
+        root.putChild(b"quotas", _quotasPage(usage))
     if health is not None:
         from socksd.service.health import HealthPage
 

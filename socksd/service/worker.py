@@ -1,7 +1,9 @@
 """
 One worker process of C{twistd socksd --workers N}
 (L{socksd.service.workers}): the parent runs C{python -m
-socksd.service.worker OPTIONS --inherit-fds 3,4}, and L{main} runs it.
+socksd.service.worker --inherit-fds 3,4} and writes the socksd options to
+its standard input as one JSON line (L{readArguments}), and L{main} runs
+it.
 
 The worker builds the same service as the parent, from the same options
 (with C{--inherit-fds}: it adopts the inherited listening sockets), writes
@@ -63,6 +65,26 @@ class _ParentWatch:
             pass
 
 
+def readArguments(fd: int = 0) -> list[str]:
+    """
+    Read the socksd options the parent sends, as one JSON line, from
+    C{fd} (standard input), a byte at a time so that nothing after the
+    line is taken from the parent watch.
+    """
+    import json
+
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        line += byte
+    arguments = json.loads(line.decode("utf-8")) if line.strip() else []
+    if not isinstance(arguments, list) or not all(isinstance(a, str) for a in arguments):
+        raise SystemExit("socksd worker: bad arguments from the parent")
+    return arguments
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """
     Run one worker: socksd's options (with C{--inherit-fds}) in C{argv}.
@@ -72,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from twisted.python import usage
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if os.environ.get("SOCKSD_WORKER_ARGUMENTS") == "stdin":
+        argv = readArguments() + argv
     globalLogBeginner.beginLoggingTo(
         [JSONLineObserver(sys.stdout, reactor, EVENT_LINE.decode("ascii"))],
         redirectStandardIO=False,

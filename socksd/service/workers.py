@@ -6,8 +6,10 @@ The parent (the C{twistd} process) listens on every C{--listen} description
 itself, never accepts (its ports stop reading at once), and starts the
 workers with L{twisted.internet.interfaces.IReactorProcess.spawnProcess},
 passing the listening sockets as inherited file descriptors 3, 4, ...  Each
-worker is C{python -m socksd.service.worker OPTIONS --inherit-fds 3,4}
-(L{socksd.service.worker}): it builds the same service from the same
+worker is C{python -m socksd.service.worker --inherit-fds 3,4}
+(L{socksd.service.worker}), given the parent's options as a line on its
+standard input (never on its command line, where C{ps} would show the
+passwords they may hold): it builds the same service from the same
 options, adopts the sockets with C{reactor.adoptStreamPort}
 (L{AdoptedPortsService}), and runs its own reactor, so the kernel spreads
 the connections over the workers.
@@ -38,6 +40,11 @@ the connections over the workers.
     listens on the metrics endpoint and serves every worker's latest
     report, each series labelled C{worker="N"} (L{WorkersMetrics}).
 
+With C{--tcp-fastopen}, the parent sets C{TCP_FASTOPEN} on each socket it
+listens with (L{socksd.service.listen.setFastOpen}) before the workers
+inherit it: the option belongs to the socket, so every worker accepts with
+it.
+
 Only descriptions whose transports are plain sockets can be shared this way
 (C{tcp}, C{tcp6}, C{unix}, and C{systemd}: a socket systemd passes, which
 the parent adopts and hands on like the others); TLS and PROXY-protocol
@@ -65,6 +72,7 @@ from twisted.python.failure import Failure
 from socksd.service.accesslog import ACCESS_LINE
 from socksd.service.jsonlog import EVENT_LINE, eventFromWorker
 from socksd.service.systemd import withoutSystemd
+from socksd.service.listen import setFastOpen
 
 __all__ = [
     "WorkersService",
@@ -107,6 +115,54 @@ def checkListens(descriptions: Sequence[str]) -> None:
                 f"--workers cannot share {description!r}: only tcp, tcp6, "
                 "unix and systemd listeners can be shared by worker processes"
             )
+
+
+def inheritedDescription(description: str, port: Any) -> str:
+    """
+    What a worker is told it listens on for the parent's C{description}
+    and its listening C{port}: the description itself, but for a
+    C{systemd:} one (which names a socket only the parent inherited, and
+    which a worker could not look at) a description of the address the
+    socket is bound to, so that the worker's open-proxy guard judges it as
+    the parent's did.
+    """
+    args, _ = endpoints._parse(description)
+    if not args or args[0] != "systemd":
+        return description
+    host = port.getHost()
+    if getattr(host, "type", None) == "TCP":
+        address = host.host.replace(":", "\\:")
+        kind = "tcp6" if ":" in host.host else "tcp"
+        return f"{kind}:{host.port}:interface={address}"
+    return "unix:inherited-from-systemd"
+
+
+def withListens(arguments: Sequence[str], descriptions: Sequence[str]) -> list[str]:
+    """
+    C{arguments} (socksd options) with their C{--listen} options replaced
+    by C{descriptions} (which, given on the command line, also replace a
+    configuration file's).
+    """
+    result: list[str] = []
+    skip = False
+    for argument in arguments:
+        if skip:
+            skip = False
+            continue
+        if argument == "--listen":
+            skip = True
+            continue
+        if argument.startswith("--listen="):
+            continue
+        result.append(argument)
+    for description in descriptions:
+        result += ["--listen", description]
+    return result
+
+
+def argumentsLine(arguments: Sequence[str]) -> bytes:
+    """The line that gives a worker its socksd options (as JSON)."""
+    return json.dumps(list(arguments)).encode("utf-8") + b"\n"
 
 
 def workerArguments(argv: Sequence[str]) -> list[str]:
@@ -243,6 +299,7 @@ class WorkersService(service.Service):
         count: int,
         arguments: Sequence[str],
         executable: str = sys.executable,
+        fastOpen: int = 0,
         drainTimeout: float = 0.0,
         publisher: Any = None,
     ) -> None:
@@ -256,12 +313,15 @@ class WorkersService(service.Service):
             seconds after it.
         @param publisher: where the workers' log events go (the global log
             publisher by default).
+        @param fastOpen: the C{TCP_FASTOPEN} queue length for the
+            listening sockets (C{--tcp-fastopen}), or 0 for none.
         """
         self._reactor = reactor
         self._descriptions = list(descriptions)
         self._count = count
         self._arguments = list(arguments)
         self._executable = executable
+        self._fastOpen = fastOpen
         self._ports: list[Any] = []
         self.workers: dict[int, _WorkerProtocol] = {}
         #: Each running worker's latest metrics report (Prometheus' text
@@ -339,15 +399,34 @@ class WorkersService(service.Service):
             failures: list[Failure] = []
             deferred.addErrback(failures.append)
             if failures:
+                if failures[0].check(error.CannotListenError):
+                    from socksd.service.listen import (
+                        StartupError,
+                        explainListenError,
+                        reportStartupErrors,
+                    )
+
+                    reportStartupErrors()
+                    message = explainListenError(description, failures[0].value)
+                    log.error("{message}", message=message)
+                    raise StartupError(message)
                 failures[0].raiseException()
             port = ports[0]
             port.stopReading()
             self._ports.append(port)
+            if self._fastOpen:
+                setFastOpen(port, self._fastOpen)
             log.info(
                 "listening on {description} for {count} workers",
                 description=description,
                 count=self._count,
             )
+        inherited = [
+            inheritedDescription(description, port)
+            for description, port in zip(self._descriptions, self._ports)
+        ]
+        if inherited != self._descriptions:
+            self._arguments = withListens(self._arguments, inherited)
         for index in range(1, self._count + 1):
             self._spawn(index)
 
@@ -362,19 +441,23 @@ class WorkersService(service.Service):
         env = withoutSystemd(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env["SOCKSD_WORKER"] = str(index)
+        env["SOCKSD_WORKER_ARGUMENTS"] = "stdin"
+        # The socksd options (which may hold passwords: --auth memory:...,
+        # upstream URLs with credentials) go over the worker's standard
+        # input, never on its command line, where ps would show them.
         args = [
             self._executable,
             "-m",
             "socksd.service.worker",
-            *self._arguments,
             "--inherit-fds",
             ",".join(map(str, fds)),
         ]
         protocol = _WorkerProtocol(self, index)
         self.workers[index] = protocol
-        self._reactor.spawnProcess(
+        transport = self._reactor.spawnProcess(
             protocol, self._executable, args, env=env, childFDs=childFDs
         )
+        transport.writeToChild(0, argumentsLine(self._arguments))
 
     def _ended(self, worker: _WorkerProtocol, reason: Failure) -> None:
         if self.workers.get(worker.index) is worker:
@@ -572,5 +655,6 @@ def serviceFor(options: Any, factory: Any, reactor: Any) -> service.IService:
         options["listen"],
         options["workers"],
         workerArguments(options.get("argv", [])),
+        fastOpen=options.get("tcp-fastopen") or 0,
         drainTimeout=options.get("drain-timeout") or 0.0,
     )

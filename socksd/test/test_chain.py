@@ -163,11 +163,13 @@ class RoutingTests(SynchronousTestCase):
             FakeResolver({}),
         )
         self.assertIsInstance(upstream, RoutingUpstream)
-        self.assertIsInstance(upstream.default, ChainUpstream)
+        # A lone proxy still goes in a FailoverUpstream, for its back-off.
+        self.assertIsInstance(upstream.default, FailoverUpstream)
+        self.assertIsInstance(upstream.default.upstreams[0], ChainUpstream)
         self.assertIsInstance(upstream.upstreamFor(dest("10.9.9.9")), DirectUpstream)
         self.assertIs(upstream.upstreamFor(dest("a.onion")), upstream.default)
         self.assertEqual(
-            upstream.upstreamFor(dest("mail.example", 25)).description,
+            upstream.upstreamFor(dest("mail.example", 25)).upstreams[0].description,
             r"socks4a:proxy=tcp\:127.0.0.1\:1081",
         )
 

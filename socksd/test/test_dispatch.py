@@ -143,22 +143,52 @@ class DispatcherTests(SynchronousTestCase):
         protocol.dataReceived(b"\x05")
         self.assertIsInstance(protocol.handshake, Socks5Handshake)
 
-    def test_unknownFirstByteClosed(self) -> None:
+    def test_unknownFirstByteVersionMismatch(self) -> None:
         """
-        A first byte no protocol claims closes the connection without an
-        answer, and logs one event that says so.
+        A first byte no protocol claims, on a port that serves SOCKS6, gets
+        SOCKS6's one-byte Version Mismatch reply (06), then the close, and
+        logs one event that says so.
         """
         for first in (b"\x00", b"\x03", b"\x07", b"\xff", b"x", b"\x16\x03\x01"):
             harness = Harness(self)
             protocol, transport = harness.connect()
             protocol.dataReceived(first + b"more")
-            self.assertEqual(transport.value(), b"")
+            self.assertEqual(transport.value(), b"\x06")
             self.assertTrue(transport.disconnecting)
+            protocol.dataReceived(b"\x05\x01\x00")
+            self.assertEqual(transport.value(), b"\x06")
             harness.close(protocol)
             event = harness.onlyEvent(self)
             self.assertEqual(event["reason"], f"unknown first byte 0x{first[0]:02x}")
+            self.assertEqual(event["reply"], "VERSION_MISMATCH")
             self.assertIsNone(event["version"])
             self.assertIsNone(event["protocol"])
+
+    def test_unknownFirstByteClosedWithoutSocks6(self) -> None:
+        """
+        On a port that does not serve SOCKS6, a first byte no protocol
+        claims closes the connection without an answer: a Version Mismatch
+        reply would name a version the port refuses.
+        """
+        for protocols in ({4, 5}, {5}, {4}):
+            harness = Harness(self, ServerConfig(protocols=protocols))
+            for first in (b"\x00", b"\x07", b"\xff"):
+                protocol, transport = harness.connect()
+                protocol.dataReceived(first + b"more")
+                self.assertEqual(transport.value(), b"")
+                self.assertTrue(transport.disconnecting)
+
+    def test_disabledVersionGetsMismatch(self) -> None:
+        """
+        On a port serving only SOCKS6, a SOCKS5 or SOCKS4 client's first
+        byte gets the Version Mismatch reply: the port speaks version 6.
+        """
+        harness = Harness(self, ServerConfig(protocols={6}))
+        for request in (b"\x05\x01\x00", b"\x04\x01\x00\x50\xc0\x00\x02\x01\x00"):
+            protocol, transport = harness.connect()
+            protocol.dataReceived(request)
+            self.assertEqual(transport.value(), b"\x06")
+            self.assertTrue(transport.disconnecting)
 
     def test_dataAfterCloseIgnored(self) -> None:
         """
@@ -168,7 +198,7 @@ class DispatcherTests(SynchronousTestCase):
         protocol, transport = self.harness.connect()
         protocol.dataReceived(b"\x00")
         protocol.dataReceived(b"\x05\x01\x00")
-        self.assertEqual(transport.value(), b"")
+        self.assertEqual(transport.value(), b"\x06")
 
     def test_disabledVersionClosed(self) -> None:
         """
@@ -505,8 +535,9 @@ class HttpResistanceTests(SynchronousTestCase):
 
     def test_notAMethod(self) -> None:
         """
-        First bytes that start no HTTP method are closed without an answer
-        as soon as they differ.
+        First bytes that start with a method's letter but no HTTP method are
+        closed without an answer as soon as they differ; a lowercase letter
+        starts no method, so it is a byte no protocol claims (06).
         """
         for data in (b"GEX", b"Hello", b"P", b"PO", b"CONNECTX", b"get /"):
             protocol, transport = self.harness.connect()
@@ -514,7 +545,8 @@ class HttpResistanceTests(SynchronousTestCase):
             if data in (b"P", b"PO"):
                 self.assertFalse(transport.disconnecting, data)
                 protocol.dataReceived(b"X")
-            self.assertEqual(transport.value(), b"", data)
+            expected = b"\x06" if data == b"get /" else b""
+            self.assertEqual(transport.value(), expected, data)
             self.assertTrue(transport.disconnecting, data)
 
     def test_timeout(self) -> None:

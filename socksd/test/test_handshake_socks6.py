@@ -914,9 +914,7 @@ class Socks6HandshakeSessionTests(VectorMixin, SynchronousTestCase):
         handshake, table = self.assertVector(
             data, [Send(AUTH_OK), RequestReady(value(data))], prepare=prepare
         )
-        self.assertEqual(
-            table.calls, [("find", h("00000001")), ("close", h("00000001"))]
-        )
+        self.assertEqual(table.calls, [("close", h("00000001"))])
         self.assertEqual(table.sessions, {})
         self.assertIsNone(handshake.session)
 
@@ -957,7 +955,7 @@ class Socks6HandshakeSessionTests(VectorMixin, SynchronousTestCase):
         handshake, table = self.assertVector(
             data, [Send(AUTH_OK), RequestReady(value(data))]
         )
-        self.assertEqual(table.calls, [("find", OLD_ID), ("close", OLD_ID)])
+        self.assertEqual(table.calls, [("close", OLD_ID)])
 
 
 class Socks6HandshakeIdempotenceTests(VectorMixin, SynchronousTestCase):

@@ -85,15 +85,22 @@ LAYERS: tuple[Layer, ...] = (
             "socksd.auth.*",
             "socksd.isolation.*",
             "socksd.ratelimit.*",
+            "socksd.htpasswd.*",
         ),
     ),
-    Layer("client", ("socksd.client.*",)),
+    # socksd.dtls is DTLS over a datagram socket (pyOpenSSL, memory BIOs),
+    # which the SOCKS6 client and the server's DTLS relay port share.
+    Layer("client", ("socksd.client.*", "socksd.dtls.*")),
     # socksd.chain only re-exports names of socksd.upstream (compatibility).
     Layer(
         "upstreams and resolvers",
         ("socksd.upstream.*", "socksd.resolve.*", "socksd.chain.*"),
     ),
     Layer("server", ("socksd.server.*",)),
+    # Fleet-wide state (Redis) and quotas, wired into a server's factory
+    # through its seams (limits, bandwidth, socks6Sessions); the service
+    # builds it from the options.
+    Layer("shared", ("socksd.shared.*",)),
     # The public test doubles: above everything they fake, below the
     # service, and imported by tests alone.
     Layer("testing", ("socksd.testing.*",), testsOnly=True),

@@ -477,14 +477,40 @@ class LoopbackTests(TestCase):
 
     async def test_garbageThenGood(self) -> None:
         """
-        A garbage first byte is closed without an answer; a fresh CONNECT
-        works after it.
+        A garbage first byte gets SOCKS6's Version Mismatch reply (06) and
+        the close; a fresh CONNECT works after it.
         """
         await self.setUpServers()
         client = await self.connect(b"\x99garbage", socks5ReplyEnd)
         await self.wait(client.closed)
-        self.assertEqual(client.buffer, b"")
+        self.assertEqual(client.buffer, b"\x06")
         await self.goodSocks5()
+
+    async def test_garbageWithoutSocks6(self) -> None:
+        """
+        On a port that does not serve SOCKS6, a garbage first byte, and
+        SOCKS6's own 06, are closed without an answer.
+        """
+        await self.setUpServers(protocols=frozenset({4, 5}))
+        for first in (b"\x99garbage", b"\x06\x00\x00\x00"):
+            client = await self.connect(first, socks5ReplyEnd)
+            await self.wait(client.closed)
+            self.assertEqual(client.buffer, b"")
+        await self.goodSocks5()
+
+    async def test_resolvePtrOfName(self) -> None:
+        """
+        Tor's RESOLVE_PTR (F1) of a name gets 08 (address type not
+        supported), as Tor answers it.
+        """
+        await self.setUpServers()
+        client = await self.connect(
+            socks5Request(0, atyp=3, address=TEST_NAME.encode(), command=0xF1),
+            socks5ReplyEnd,
+        )
+        reply = await self.wait(client.reply)
+        self.assertEqual(reply[:4], b"\x05\x00\x05\x08")
+        await self.wait(client.closed)
 
     async def test_truncatedThenGood(self) -> None:
         """

@@ -27,6 +27,7 @@ from zope.interface.verify import verifyObject
 from socksd.errors import NotAllowed, ResolveFailed
 from socksd.interfaces import IResolver
 from socksd.resolve import (
+    BoundedResolver,
     MAX_CNAME_CHAIN,
     AdaptedResolution,
     CachingResolver,
@@ -287,6 +288,18 @@ def testZones() -> list[MemoryAuthority]:
                 b"loop2.test.example": [dns.Record_CNAME(b"loop1.test.example")],
                 b"empty.test.example": [dns.Record_TXT(b"no addresses here")],
                 b"many.test.example": many,
+                b"ttl.test.example": [
+                    dns.Record_A("192.0.2.9", ttl=30),
+                    dns.Record_AAAA("2001:db8::9", ttl=40),
+                ],
+                b"zero.test.example": [
+                    dns.Record_A("192.0.2.10", ttl=0),
+                    dns.Record_AAAA("2001:db8::10", ttl=0),
+                ],
+                b"long.test.example": [
+                    dns.Record_A("192.0.2.11", ttl=86400),
+                    dns.Record_AAAA("2001:db8::11", ttl=86400),
+                ],
             },
         ),
         MemoryAuthority(
@@ -504,6 +517,105 @@ class DnsResolverTests(TestCase):
         self.assertRaises(ValueError, DnsResolver, reactor, "127.0.0.1", 65536)
         self.assertRaises(ValueError, DnsResolver, reactor, "127.0.0.1", 53, ())
         self.assertEqual(DnsResolver(reactor, "[::1]", 5353).server, ("::1", 5353))
+
+
+class DnsCacheTests(TestCase):
+    """
+    L{DnsResolver} keeps answers for their TTL, between a floor and a
+    ceiling, with twisted.names' cache; L{resolverFromSpec} bounds lookups
+    by the connect timeout.
+    """
+
+    def setUp(self) -> None:
+        DnsResolverTests.setUp(self)  # the same DNS server
+        self.clock = Clock()
+        self.resolver = DnsResolver(
+            reactor, "127.0.0.1", self.port, timeout=(2,), clock=self.clock
+        )
+
+    async def lookups(self, name: str) -> int:
+        """Resolve C{name}; return how many queries the server has had."""
+        await self.resolver.resolve(name)
+        return self.serverFactory.udpQueries
+
+    async def test_ttlHonoured(self) -> None:
+        """
+        An answer is kept for its records' TTL (30 s for A, 40 s for AAAA),
+        not for a fixed time; the result carries the least TTL.
+        """
+        addresses = await self.resolver.resolve("ttl.test.example")
+        self.assertEqual(addresses.ttl, 30)
+        self.assertEqual(self.serverFactory.udpQueries, 2)
+        self.clock.advance(29)
+        self.assertEqual(await self.lookups("ttl.test.example"), 2)
+        self.clock.advance(2)
+        self.assertEqual(await self.lookups("ttl.test.example"), 3)  # A again
+        self.clock.advance(10)
+        self.assertEqual(await self.lookups("ttl.test.example"), 4)  # AAAA again
+
+    async def test_floorAndCeiling(self) -> None:
+        """
+        A TTL of 0 is kept for the floor (5 s); a day-long one for the
+        ceiling (an hour).
+        """
+        self.assertEqual(await self.lookups("zero.test.example"), 2)
+        self.clock.advance(4)
+        self.assertEqual(await self.lookups("zero.test.example"), 2)
+        self.clock.advance(2)
+        self.assertEqual(await self.lookups("zero.test.example"), 4)
+        self.assertEqual(await self.lookups("long.test.example"), 6)
+        self.clock.advance(3599)
+        self.assertEqual(await self.lookups("long.test.example"), 6)
+        self.clock.advance(2)
+        self.assertEqual(await self.lookups("long.test.example"), 8)
+
+    async def test_cacheBounded(self) -> None:
+        """
+        The cache keeps at most C{maxEntries} answers.
+        """
+        resolver = DnsResolver(
+            reactor, "127.0.0.1", self.port, timeout=(2,), clock=self.clock, maxEntries=2
+        )
+        for name in ("ttl.test.example", "zero.test.example", "long.test.example"):
+            await resolver.resolve(name)
+        self.assertEqual(len(resolver.cache.cache), 2)
+
+    async def test_boundedByConnectTimeout(self) -> None:
+        """
+        With a timeout (C{--connect-timeout}), a DNS server that does not
+        answer fails the lookup after that time, not after its 15 s of
+        tries.
+        """
+        silent = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
+        self.addCleanup(silent.stopListening)
+        resolver = resolverFromSpec(
+            reactor, f"dns:127.0.0.1:{silent.getHost().port}", timeout=0.2
+        )
+        self.assertEqual(resolver.resolver._timeout, (0.2,))
+        await self.assertFailure(resolver.resolve("www.test.example"), ResolveFailed)
+
+    # Without the bound, the lookup takes the 15 s of the default tries.
+    test_boundedByConnectTimeout.timeout = 5  # type: ignore[attr-defined]
+
+    async def test_boundedResolver(self) -> None:
+        """
+        L{BoundedResolver} fails a lookup that takes too long with
+        L{ResolveFailed}, and cancels it.
+        """
+        cancelled: list[str] = []
+
+        class Slow:
+            def resolve(self, name: str) -> Deferred:
+                return Deferred(lambda d: cancelled.append(name))
+
+            reverse = resolve
+
+        resolver = BoundedResolver(Slow(), self.clock, 3)
+        lookup = resolver.resolve("www.test.example")
+        self.clock.advance(3)
+        error = self.failureResultOf(lookup, ResolveFailed).value
+        self.assertIn("took more than 3 s", str(error))
+        self.assertEqual(cancelled, ["www.test.example"])
 
 
 class HostsResolverTests(SynchronousTestCase):

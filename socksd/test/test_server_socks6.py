@@ -70,9 +70,13 @@ REMOTE = StackLeg.PROXY_REMOTE
 
 
 def request(*options: Any, command: int = Command.CONNECT, data: bytes = b"") -> bytes:
-    """The bytes of a request to L{DESTINATION} with C{options}."""
+    """
+    The bytes of a request to L{DESTINATION} with C{options} (for NOOP, and
+    for BIND and UDP ASSOCIATE, whose address is a wanted bind address: the
+    unspecified address, port 0).
+    """
     destination = DESTINATION
-    if command == Command.NOOP:
+    if command in (Command.NOOP, Command.BIND, Command.UDP_ASSOCIATE):
         destination = Destination(IPv4Address(0), 0)
     return buildMessage(Request(command, destination, tuple(options), data))
 
@@ -975,7 +979,9 @@ class UdpAssociateTests(SynchronousTestCase):
         self.harness = Harness(self)
         self.ports: list[_FakeUdpPort] = []
 
-        def listenUDP(port: int, protocol: Any, interface: str = "") -> Any:
+        def listenUDP(
+            port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+        ) -> Any:
             udp = _FakeUdpPort(protocol, interface)
             self.ports.append(udp)
             return udp

@@ -243,18 +243,30 @@ class AnswersTests(SynchronousTestCase):
                 pass
 
         harness.clock.listenUDP = (  # type: ignore[attr-defined]
-            lambda port, protocol, interface="": Port()
+            lambda port, protocol, interface="", maxPacketSize=8192: Port()
         )
         protocol, transport = harness.connect()
+        from socksd.wire.socks6 import (
+            Request,
+            buildMessage,
+            readAuthenticationReply,
+            readOperationReply,
+        )
+
+        # A wanted port: the parity is not for this request.
         harness.send(
             protocol,
-            request(
-                PortParityOption(REMOTE, 1, 1),
-                UdpErrorOption(REMOTE, Availability.AVAILABLE),
-                command=Command.UDP_ASSOCIATE,
+            buildMessage(
+                Request(
+                    Command.UDP_ASSOCIATE,
+                    Destination(IPv4Address(0), 6000),
+                    (
+                        PortParityOption(REMOTE, 1, 1),
+                        UdpErrorOption(REMOTE, Availability.AVAILABLE),
+                    ),
+                )
             ),
         )
-        from socksd.wire.socks6 import readAuthenticationReply, readOperationReply
 
         buffer = bytearray(transport.value())
         readAuthenticationReply(buffer)
@@ -561,8 +573,11 @@ class PortParityTests(_Associating, TestCase):
         With a port in the request, the parity is ignored (the draft says
         so) and the reply says none.
         """
-        reply = await self.associate(PortParityOption(REMOTE, 1, 1), port=5000)
-        self.assertEqual(reply.code, 0)
+        from socksd.test.test_socks6_wanted import freePort
+
+        wanted = freePort()
+        reply = await self.associate(PortParityOption(REMOTE, 1, 1), port=wanted)
+        self.assertEqual((reply.code, reply.bind.port), (0, wanted))
         self.assertEqual(reply.options, (PortParityOption(REMOTE, 0, 0),))
 
 

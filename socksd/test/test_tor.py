@@ -274,10 +274,13 @@ class ResolveTests(SynchronousTestCase):
 
     def test_resolvePtrOfName(self) -> None:
         """
-        RESOLVE_PTR of a name (not an address) gets 04.
+        RESOLVE_PTR of a name (not an address) gets 08 (address type not
+        supported), as Tor answers it, without asking the resolver.
         """
         protocol, transport = self.socks5(domainRequest(0xF1, "example.com"))
-        self.assertEqual(transport.value(), SELECTED + failure5(0x04))
+        self.assertEqual(transport.value(), SELECTED + failure5(0x08))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.harness.resolver.queries, [])
 
     def test_optimisticDataDiscarded(self) -> None:
         """

@@ -303,3 +303,134 @@ class UdpAssociateTests(TestCase):
         self.assertEqual(
             sorted(echo.received), sorted(str(i).encode() for i in range(MAX_PENDING))
         )
+
+
+class CrossFamilyTests(TestCase):
+    """
+    UDP ASSOCIATE between address families: a second socket of the other
+    family per association; a datagram that cannot be sent is dropped and
+    logged at most once per interval, never with a traceback.
+    """
+
+    def setUp(self) -> None:
+        if not _hasIPv6():
+            raise SkipTest("this host has no IPv6 loopback (::1)")
+
+    associate = UdpAssociateTests.associate
+
+    async def test_ipv4AssociationReachesIPv6(self) -> None:
+        """
+        An association on 127.0.0.1 sends to an IPv6 echo server on ::1
+        (by address and by name) from a socket of its own on ::1, and the
+        echoes come back to the IPv4 client with IPv6 headers.
+        """
+        echo = Echo()
+        echoPort = listenUdp(self, echo, "::1")
+        resolver = FakeResolver({"six.example": ["::1"]})
+        factory, socksPort = await startSocksd(self, resolver=resolver)
+        control, relay = await self.associate(socksPort)
+        self.assertEqual(relay[0], "127.0.0.1")
+        client = Receiver()
+        listenUdp(self, client, "127.0.0.1")
+        head = header(4, socket.inet_pton(socket.AF_INET6, "::1"), echoPort)
+        client.transport.write(head + b"to six", relay)
+        self.assertEqual(await client.next(), head + b"to six")
+        client.transport.write(header(3, b"six.example", echoPort) + b"named", relay)
+        self.assertEqual(await client.next(), head + b"named")
+        self.assertEqual(echo.received, [b"to six", b"named"])
+        association = control.transport  # the control connection stays up
+        self.assertTrue(association.connected)
+
+    async def test_ipv6AssociationReachesIPv4(self) -> None:
+        """
+        An association on ::1 reaches an IPv4 echo server on 127.0.0.1, and
+        the echo comes back with an IPv4 header.
+        """
+        echo = Echo()
+        echoPort = listenUdp(self, echo, "127.0.0.1")
+        factory, socksPort = await startSocksd(self, interface="::1")
+        control, relay = await self.associate(socksPort, host="::1")
+        self.assertEqual(relay[0], "::1")
+        client = Receiver()
+        listenUdp(self, client, "::1")
+        head = header(1, b"\x7f\x00\x00\x01", echoPort)
+        client.transport.write(head + b"to four", relay)
+        self.assertEqual(await client.next(), head + b"to four")
+        self.assertEqual(echo.received, [b"to four"])
+
+    async def test_secondSocketClosedWithTheAssociation(self) -> None:
+        """
+        The socket of the other family closes when the control connection
+        does: its port is free again.
+        """
+        senders: list[Any] = []
+
+        class Recording(Echo):
+            def datagramReceived(self, data: bytes, addr: Any) -> None:
+                senders.append(addr)
+                super().datagramReceived(data, addr)
+
+        echoPort = listenUdp(self, Recording(), "::1")
+        factory, socksPort = await startSocksd(self)
+        control, relay = await self.associate(socksPort)
+        client = Receiver()
+        listenUdp(self, client, "127.0.0.1")
+        head = header(4, socket.inet_pton(socket.AF_INET6, "::1"), echoPort)
+        client.transport.write(head + b"x", relay)
+        await client.next()
+        self.assertEqual(senders[0][0], "::1")
+        control.transport.loseConnection()
+        await control.closed
+        await pause(0.05)
+        port = reactor.listenUDP(senders[0][1], DatagramProtocol(), interface="::1")
+        await port.stopListening()
+
+    async def test_unusableFamilyLoggedOnce(self) -> None:
+        """
+        When no socket of the other family can be made, each datagram to
+        that family is dropped: 50 of them make one warning, and no
+        traceback; the association keeps serving its own family.
+        """
+        from twisted.logger import globalLogPublisher
+
+        from socksd.server import _udp
+
+        self.patch(_udp, "_LOOPBACK", {4: "127.0.0.1", 6: "2001:db8::dead"})
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        echo = Echo()
+        echoPort = listenUdp(self, echo, "127.0.0.1")
+        factory, socksPort = await startSocksd(self)
+        control, relay = await self.associate(socksPort)
+        client = Receiver()
+        listenUdp(self, client, "127.0.0.1")
+        six = header(4, socket.inet_pton(socket.AF_INET6, "::1"), 9)
+        for _ in range(50):
+            client.transport.write(six + b"lost", relay)
+        head = header(1, b"\x7f\x00\x00\x01", echoPort)
+        client.transport.write(head + b"still", relay)
+        self.assertEqual(await client.next(), head + b"still")
+        drops = [e for e in events if "dropped" in e.get("log_format", "")]
+        self.assertEqual(len(drops), 1, drops)
+        self.assertIn("no IPv6 socket", drops[0]["why"])
+        self.assertEqual([e for e in events if e.get("log_failure")], [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    async def test_mappedListener(self) -> None:
+        """
+        Through a C{tcp6} listener reached over IPv4 (its address is
+        IPv4-mapped), the association's IPv6 socket answers the IPv4 client
+        and reaches IPv4 destinations itself.
+        """
+        echo = Echo()
+        echoPort = listenUdp(self, echo, "127.0.0.1")
+        factory, socksPort = await startSocksd(self, interface="::ffff:127.0.0.1")
+        control, relay = await self.associate(socksPort, host="127.0.0.1")
+        # The reply names the socket's address as the listener has it.
+        self.assertEqual(relay[0], "::ffff:127.0.0.1")
+        client = Receiver()
+        listenUdp(self, client, "127.0.0.1")
+        head = header(1, b"\x7f\x00\x00\x01", echoPort)
+        client.transport.write(head + b"mapped", ("127.0.0.1", relay[1]))
+        self.assertEqual(await client.next(), head + b"mapped")

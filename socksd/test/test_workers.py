@@ -218,6 +218,28 @@ class WorkersProcessTests(SynchronousTestCase):
         self.assertIn("stopped", log())
 
 
+    def test_fastOpen(self) -> None:
+        """
+        C{--workers 2 --tcp-fastopen 8} starts (it used to be refused): the
+        parent sets the option on the shared socket without a warning, and
+        both workers serve connections on it.
+        """
+        port = freePort()
+        process, log = self.startWorkers(
+            ["--listen", f"tcp:{port}:interface=127.0.0.1", "--tcp-fastopen", "8"]
+        )
+        workerPids = {int(pid) for _, pid in READY.findall(log())}
+        served: set[int] = set()
+        for attempt in range(400):
+            refusedConnect(port)
+            if attempt % 20 == 19:
+                served = {int(pid) for _, pid in SERVED.findall(log())}
+                if len(served) > 1:
+                    break
+                time.sleep(0.05)
+        self.assertEqual(served, workerPids, log())
+        self.assertNotIn("without TCP_FASTOPEN", log())
+
     def test_metricsFromWorkers(self) -> None:
         """
         With C{--metrics}, the parent alone listens on the metrics endpoint
@@ -327,20 +349,25 @@ class HangupTests(SynchronousTestCase):
 
     def test_reloadForwards(self) -> None:
         """
-        The SIGHUP handler of C{twistd socksd} passes the signal on before
-        reloading its own rules.
+        The SIGHUP handler of C{twistd socksd} passes the signal on (to the
+        workers) before reloading its own configuration.
         """
-        from socksd.tap import _ReloadOnHangup
+        from twisted.internet.testing import MemoryReactorClock
 
+        from socksd.server import SocksServerFactory
+        from socksd.service.build import RESTART_OPTIONS, Reloader
+        from socksd.tap import Options
+
+        options = Options()
+        options.parseOptions(["--max-connections", "5"])
+        reactor = MemoryReactorClock()
+        factory = SocksServerFactory(reactor)
         calls: list[str] = []
-
-        class Policy:
-            def reload(self) -> bool:
-                calls.append("reload")
-                return True
-
-        _ReloadOnHangup(Policy(), None, calls.append)._reload()
-        self.assertEqual(calls, ["HUP", "reload"])
+        running = {name: options[name] for name in RESTART_OPTIONS}
+        reloader = Reloader(options, running, factory, reactor, calls.append)
+        self.assertTrue(reloader.reload())
+        self.assertEqual(calls, ["HUP"])
+        self.assertEqual(factory.limits.maxTotal, 5)
 
 
 def _recordFor(command: int = 1, relayed: tuple[int, int] | None = None) -> Any:

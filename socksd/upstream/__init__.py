@@ -6,9 +6,12 @@ Upstream factories: how socksd reaches a destination
     destination, with its endpoints (the C{connectFactory} fast path of
     L{PlainConnector}, L{ResolvingHostnameEndpoint}), and the endpoints
     every upstream shares (L{FailingEndpoint}, L{NamedEndpoint});
-  - L{socksd.upstream.chain}: through other SOCKS proxies:
-    L{ChainUpstream}, L{FailoverUpstream}, L{RoutingUpstream} and its
-    L{Route}s;
+  - L{socksd.upstream.chain}: through other proxies (SOCKS, HTTP
+    CONNECT): L{ChainUpstream}, L{HTTPConnectUpstream},
+    L{LocallyResolvingUpstream}, L{FailoverUpstream} (with back-off:
+    L{UpstreamHealth}), L{RoutingUpstream} and its L{Route}s;
+  - L{socksd.upstream.urls}: proxy URLs (C{socks5h://127.0.0.1:9050}):
+    L{parseProxyURL}, L{endpointFromURL}, L{upstreamFromURL};
   - L{socksd.upstream.spec}: factories from the C{--upstream} and
     C{--route} options' text (L{upstreamFromSpec}, L{upstreamFromOptions}).
 """
@@ -17,6 +20,10 @@ from socksd.upstream.chain import (
     CHAIN_KINDS,
     ChainUpstream,
     FailoverUpstream,
+    HTTPConnectUpstream,
+    LocallyResolvingUpstream,
+    UpstreamHealth,
+    upstreamHealths,
     Route,
     RoutingUpstream,
     isProxyFailure,
@@ -33,6 +40,13 @@ from socksd.upstream.direct import (
     ResolvingHostnameEndpoint,
     readinessReactors,
     upstreamName,
+)
+from socksd.upstream.urls import (
+    ProxyURL,
+    endpointFromURL,
+    isProxyURL,
+    parseProxyURL,
+    upstreamFromURL,
 )
 from socksd.upstream.spec import (
     UPSTREAM_KINDS,
@@ -65,4 +79,13 @@ __all__ = [
     "upstreamFromOptions",
     "isProxyFailure",
     "CHAIN_KINDS",
+    "HTTPConnectUpstream",
+    "LocallyResolvingUpstream",
+    "UpstreamHealth",
+    "upstreamHealths",
+    "ProxyURL",
+    "parseProxyURL",
+    "isProxyURL",
+    "endpointFromURL",
+    "upstreamFromURL",
 ]

@@ -1,10 +1,11 @@
 """
 Upstream factories from text: the C{--upstream} and C{--route} options.
 
-L{upstreamFromSpec} builds one factory from one description: C{direct}, or
-a kind of L{UPSTREAM_KINDS} followed by a colon and its argument (the
-chaining ones, C{socks5:...} and C{socks4a:...}, are socksd client endpoint
-descriptions without host or port).  L{upstreamFromOptions} builds the
+L{upstreamFromSpec} builds one factory from one description: C{direct}, a
+proxy URL (C{socks5h://127.0.0.1:9050}; L{socksd.upstream.urls}), or a
+kind of L{UPSTREAM_KINDS} followed by a colon and its argument (the
+chaining ones, C{socks5:...}, C{socks4a:...} and C{socks6:...}, are socksd
+client endpoint descriptions without host or port).  L{upstreamFromOptions} builds the
 factory C{--upstream} (repeatable, or a comma list: failover in order) and
 C{--route MATCH=UPSTREAM} (first match wins) describe, with
 L{splitUpstreams} and L{parseRoute}.
@@ -18,6 +19,7 @@ from typing import Any, Callable, Sequence
 from socksd.interfaces import IResolver, IUpstreamFactory
 from socksd.upstream.chain import ChainUpstream, FailoverUpstream, Route, RoutingUpstream
 from socksd.upstream.direct import DirectUpstream
+from socksd.upstream.urls import URL_FORM, isProxyURL, upstreamFromURL
 
 __all__ = [
     "UPSTREAM_KINDS",
@@ -48,7 +50,10 @@ def _chain(kind: str) -> Callable[..., IUpstreamFactory]:
 
     def build(reactor: Any, argument: str, resolver: IResolver, **kwargs: Any) -> Any:
         return ChainUpstream(
-            reactor, f"{kind}:{argument}", addressFilter=kwargs.get("addressFilter")
+            reactor,
+            f"{kind}:{argument}",
+            addressFilter=kwargs.get("addressFilter"),
+            connectTimeout=kwargs.get("connectTimeout"),
         )
 
     return build
@@ -56,6 +61,7 @@ def _chain(kind: str) -> Callable[..., IUpstreamFactory]:
 
 UPSTREAM_KINDS["socks5"] = _chain("socks5")
 UPSTREAM_KINDS["socks4a"] = _chain("socks4a")
+UPSTREAM_KINDS["socks6"] = _chain("socks6")
 
 
 def upstreamFromSpec(
@@ -72,22 +78,37 @@ def upstreamFromSpec(
         C{connectTimeout}, C{bindAddress}, C{addressFilter}).
     @raise ValueError: the kind is unknown, or its argument is wrong.
     """
+    if isProxyURL(spec):
+        return upstreamFromURL(
+            reactor,
+            spec,
+            resolver,
+            connectTimeout=kwargs.get("connectTimeout"),
+            addressFilter=kwargs.get("addressFilter"),
+        )
     kind, _, argument = spec.partition(":")
     builder = UPSTREAM_KINDS.get(kind.strip().lower())
     if builder is None:
         supported = ", ".join(sorted(UPSTREAM_KINDS))
-        raise ValueError(f"unknown upstream {spec!r}: supported kinds are {supported}")
+        raise ValueError(
+            f"unknown upstream {spec!r}: expected direct, a proxy URL ({URL_FORM}), "
+            f"or a description of one of the kinds {supported}"
+        )
     return builder(reactor, argument, resolver, **kwargs)
 
 
-_KIND_AHEAD = r",\s*(?=(?:direct|socks5|socks4a)(?::|\s*$|\s*,))"
+_KIND_AHEAD = (
+    r",\s*(?=(?:direct|socks5|socks4a|socks6)(?::|\s*$|\s*,)"
+    r"|[A-Za-z][A-Za-z0-9+.-]*://)"
+)
 
 
 def splitUpstreams(text: str) -> list[str]:
     """
     Split a comma list of upstream descriptions: at each comma followed by
-    the start of a description (C{direct}, C{socks5:}, C{socks4a:}), so
-    that commas inside a description stay.
+    the start of a description (C{direct}, C{socks5:}, C{socks4a:},
+    C{socks6:}) or of a URL (C{SCHEME://}), so that commas inside a
+    description stay.
     """
     return [part.strip() for part in re.split(_KIND_AHEAD, text) if part.strip()]
 
@@ -95,14 +116,27 @@ def splitUpstreams(text: str) -> list[str]:
 def _single(
     reactor: Any, spec: str, resolver: IResolver, kwargs: dict
 ) -> IUpstreamFactory:
-    return upstreamFromSpec(reactor, spec, resolver, **kwargs)
+    """One upstream; the same text gives the same object (and health)."""
+    built = kwargs.get("_built")
+    options = {k: v for k, v in kwargs.items() if k != "_built"}
+    if built is None:
+        return upstreamFromSpec(reactor, spec, resolver, **options)
+    if spec not in built:
+        built[spec] = upstreamFromSpec(reactor, spec, resolver, **options)
+    return built[spec]
 
 
 def _failover(
     reactor: Any, specs: Sequence[str], resolver: IResolver, kwargs: dict
 ) -> IUpstreamFactory:
+    """
+    The upstreams of C{specs}, in a L{FailoverUpstream} (failover and
+    back-off) unless there is only a direct one.
+    """
     upstreams = [_single(reactor, spec, resolver, kwargs) for spec in specs]
-    return upstreams[0] if len(upstreams) == 1 else FailoverUpstream(upstreams)
+    if len(upstreams) == 1 and getattr(upstreams[0], "health", None) is None:
+        return upstreams[0]
+    return FailoverUpstream(upstreams)
 
 
 def parseRoute(
@@ -147,6 +181,7 @@ def upstreamFromOptions(
         C{addressFilter} ...).
     @raise ValueError: a bad description or rule.
     """
+    kwargs = dict(kwargs, _built={})
     specs = [spec for text in upstreams for spec in splitUpstreams(text)] or ["direct"]
     default = _failover(reactor, specs, resolver, kwargs)
     if not routes:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from socksd.address import Destination
-from socksd.interfaces import Decision
+from socksd.interfaces import ConnectContext, Decision
 
 __all__ = ["Command"]
 
@@ -38,6 +38,13 @@ class Command:
     def policyDestination(self) -> Destination:
         """The destination the policy decides on: the request's."""
         return self.pipeline.request.destination
+
+    def policyContext(self, context: ConnectContext) -> ConnectContext:
+        """
+        The context the policy decides with: the request's C{context}
+        (SOCKS6 BIND and UDP ASSOCIATE mark it a C{bindRequest}).
+        """
+        return context
 
     def start(self, decision: Decision) -> None:
         """Serve the request, which C{decision} allowed."""

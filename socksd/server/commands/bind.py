@@ -17,11 +17,16 @@ waits for a peer:
     indicate the failure" allows), so a client is never left waiting on a
     connection that an intruder took;
   - SOCKS6: the address and port are the I{wanted bind address}, not an
-    expected peer, so any peer is accepted; the wanted address and port are
-    not honoured (the reply says which were used).  Inside a session, a
-    Listen Backlog option makes a BIND that keeps listening
-    (L{BacklogListener}), and further BINDs of the session to its address
-    take its connections one by one;
+    expected peer, so any peer is accepted.  They are honoured
+    (L{wantedAddress}): the unspecified address means the usual one, port 0
+    any port; another address must be one of the proxy's own (a loopback
+    one only for a client on loopback; only C{bindAddress} when it is set)
+    or the request is refused (02), a name is refused (08).  The policy
+    decides on the address and port that will be used, as a wanted bind
+    address (C{ConnectContext.bindRequest}).  Inside a session, a Listen
+    Backlog option makes a BIND that keeps listening (L{BacklogListener}),
+    and further BINDs of the session to its address take its connections
+    one by one;
   - the first connection is the only one: the listening port is closed as
     soon as it arrives;
   - after C{ServerConfig.bindTimeout} seconds with no connection, the client
@@ -33,8 +38,10 @@ waits for a peer:
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections import deque
-from ipaddress import IPv4Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 from twisted.internet.defer import maybeDeferred
@@ -43,23 +50,36 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from socksd.address import Destination, hostAddress
-from socksd.errors import ConnectTimeout, NotAllowed
-from socksd.interfaces import Decision
+from socksd.errors import (
+    ConnectTimeout,
+    GeneralFailure,
+    NotAllowed,
+    UnsupportedAddressType,
+)
+from socksd.interfaces import ConnectContext, Decision
 from socksd.server.commands._base import Command
 from socksd.server.relay import UpstreamProtocol, abortTransport, boundDestination
 from socksd.server.relay._transport import acceptOneAtATime, stopAccepting
 from socksd.server.socks6.stack import applyStackOptions
 from socksd.wire.socks6 import ListenBacklogOption, StackLeg
 
-__all__ = ["Bind", "BindListener", "BacklogListener", "bindHost", "MAX_BACKLOG"]
+__all__ = [
+    "Bind",
+    "BindListener",
+    "BacklogListener",
+    "bindHost",
+    "wantedAddress",
+    "wantedDestination",
+    "listenRefusal",
+    "isLocalAddress",
+    "MAX_BACKLOG",
+]
 
 log = Logger()
 
 #: The largest backlog socksd uses (Linux's default C{somaxconn} is 4096;
 #: a SOCKS client has no need for more).
 MAX_BACKLOG = 128
-
-_ANY = Destination(IPv4Address(0), 0)
 
 
 def bindHost(pipeline: Any) -> str | None:
@@ -83,6 +103,112 @@ def bindHost(pipeline: Any) -> str | None:
         )
         return None
     return str(host)
+
+
+def isLocalAddress(address: IPv4Address | IPv6Address) -> bool:
+    """
+    Whether C{address} is one of this host's own: the system lets a socket
+    bind to it.
+    """
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((str(address), 0))
+    except OSError:
+        return False
+    return True
+
+
+def _defaultHost(pipeline: Any, pinned: str | None) -> str | None:
+    """The address used when none is wanted, without refusing anything."""
+    if pinned is not None:
+        return pinned
+    return getattr(pipeline.connection.transport.getHost(), "host", None)
+
+
+def wantedDestination(pipeline: Any, pinned: str | None = None) -> Destination:
+    """
+    The address and port a SOCKS6 BIND or UDP ASSOCIATE will use, for the
+    policy: the wanted ones, the unspecified address replaced by the usual
+    one (C{pinned}, else the interface the client came in on).
+    """
+    wanted = pipeline.request.destination
+    host = wanted.host
+    if isinstance(host, (IPv4Address, IPv6Address)) and host.is_unspecified:
+        default = hostAddress(_defaultHost(pipeline, pinned))
+        if default is not None:
+            return Destination(default, wanted.port)
+    return wanted
+
+
+def wantedAddress(
+    pipeline: Any, default: str, what: str, pinned: str | None = None
+) -> tuple[str, int] | None:
+    """
+    The wanted bind address of a SOCKS6 BIND or UDP ASSOCIATE, checked.
+
+    Which addresses a client may have the proxy listen on is the proxy's
+    to decide: its own only.  The unspecified address (0.0.0.0 or ::)
+    means C{default}; another address must be one of this host's
+    (L{isLocalAddress}), not multicast, and a loopback one only for a
+    client that came in over loopback (a client from elsewhere could
+    otherwise pose as a local service to the proxy's own programs); with
+    C{pinned} (C{--bind-address}), only that one.  A refused address gets
+    "not allowed" (02), a name "address type not supported" (08).  The
+    port is the wanted one (0: any).
+
+    @param default: the address used when none is wanted.
+    @param what: the command, for the log ("BIND", "UDP ASSOCIATE").
+    @return: the host and port, or L{None} after refusing.
+    """
+    wanted = pipeline.request.destination
+    host = wanted.host
+    if isinstance(host, str):
+        pipeline.refuse(
+            UnsupportedAddressType(
+                f"a wanted bind address is an IP address, not the name {host!r}",
+                addressType=3,
+            ),
+            f"{what} refused: the wanted bind address is a name",
+        )
+        return None
+    address = hostAddress(host)
+    if host.is_unspecified or address is None or address == hostAddress(default):
+        return default, wanted.port
+    refusal = None
+    if pinned is not None:
+        refusal = f"{what} listens on {pinned} only"
+    elif address.is_multicast:
+        refusal = f"{address} is a multicast address"
+    elif address.is_loopback and not getattr(
+        hostAddress(getattr(pipeline.connection.transport.getPeer(), "host", None)),
+        "is_loopback",
+        False,
+    ):
+        refusal = f"{address} is a loopback address and the client is not local"
+    elif not isLocalAddress(address):
+        refusal = f"{address} is not an address of this proxy"
+    if refusal is not None:
+        pipeline.refuse(NotAllowed(refusal), f"{what} refused: {refusal}")
+        return None
+    return str(address), wanted.port
+
+
+def listenRefusal(error: BaseException, host: str, port: int) -> BaseException:
+    """
+    The failure a client is told when listening on C{host}:C{port} failed:
+    "not allowed" (02) for an address that is not the proxy's or a port it
+    may not take, else the error itself (a port in use: 01).
+    """
+    socketError = getattr(error, "socketError", error)
+    code = getattr(socketError, "errno", None)
+    if code == errno.EADDRNOTAVAIL:
+        return NotAllowed(f"{host} is not an address of this proxy")
+    if code == errno.EACCES:
+        return NotAllowed(f"port {port} needs privileges socksd does not have")
+    if code == errno.EADDRINUSE:
+        return GeneralFailure(f"port {port} of {host} is in use")
+    return error
 
 
 def _requestedBacklog(request: Any) -> int:
@@ -185,14 +311,21 @@ class Bind(Command):
     def policyDestination(self) -> Destination:
         """
         SOCKS4 and SOCKS5: the expected peer.  SOCKS6: the wanted bind
-        address of a session's listening BIND, else "any" (0.0.0.0:0).
+        address, the unspecified address replaced by the one BIND would use
+        (L{wantedDestination}).
         """
         request = self.pipeline.request
-        if request.version == 6 and (
-            self._listening() is None and self._backlog() <= 0
-        ):
-            return _ANY
+        if request.version == 6 and self._listening() is None:
+            return wantedDestination(
+                self.pipeline, self.pipeline.factory.config.bindAddress
+            )
         return request.destination
+
+    def policyContext(self, context: ConnectContext) -> ConnectContext:
+        """SOCKS6: the destination is a wanted bind address."""
+        if self.pipeline.request.version == 6:
+            return context._replace(bindRequest=True)
+        return context
 
     def start(self, decision: Decision) -> None:
         """Listen (or join a session's listener), then wait for the peer."""
@@ -213,11 +346,17 @@ class Bind(Command):
             if listener is not None:
                 self._waitOn(listener)
                 return
+            wanted = wantedAddress(
+                pipeline, host, "BIND", pipeline.factory.config.bindAddress
+            )
+            if wanted is None:
+                return
+            host, port = wanted
             backlog = self._backlog()
             if backlog > 0:
-                self._listenWithBacklog(host, backlog)
+                self._listenWithBacklog(host, backlog, port)
                 return
-            self.listen(host)
+            self.listen(host, port)
             return
         expected = request.destination.host
         if isinstance(expected, str):
@@ -245,13 +384,21 @@ class Bind(Command):
             self.expected = frozenset([expected])
         self.listen(host)
 
-    def listen(self, host: str) -> None:
-        """Listen on C{host}, send the first reply, and start the timer."""
+    def listen(self, host: str, port: int = 0) -> None:
+        """
+        Listen on C{host} (and C{port}, 0 for any), send the first reply,
+        and start the timer.
+        """
         factory = self.pipeline.factory
         try:
-            self._port = factory.reactor.listenTCP(0, BindListener(self), interface=host)
+            self._port = factory.reactor.listenTCP(
+                port, BindListener(self), interface=host
+            )
         except Exception as error:
-            self.fail(error, f"BIND could not listen on {host}: {error}")
+            self.fail(
+                listenRefusal(error, host, port),
+                f"BIND could not listen on {host}: {error}",
+            )
             return
         self.pipeline.sendSuccess(
             boundDestination(self._port.getHost()), self._options, now=False
@@ -347,7 +494,7 @@ class Bind(Command):
 
     # SOCKS6 listening BINDs
 
-    def _listenWithBacklog(self, host: str, backlog: int) -> None:
+    def _listenWithBacklog(self, host: str, backlog: int, port: int = 0) -> None:
         """
         The first BIND with a backlog (in a session): listen, reply with
         the address and the backlog used, keep listening while the
@@ -357,9 +504,12 @@ class Bind(Command):
         used = min(backlog, MAX_BACKLOG)
         listener = BacklogListener(pipeline.request.session)
         try:
-            bound = listener.listen(pipeline.factory.reactor, host, used)
+            bound = listener.listen(pipeline.factory.reactor, host, used, port)
         except Exception as error:
-            pipeline.refuse(error, f"BIND could not listen on {host}: {error}")
+            pipeline.refuse(
+                listenRefusal(error, host, port),
+                f"BIND could not listen on {host}: {error}",
+            )
             return
         self.finished = True
         self._listener = listener
@@ -432,9 +582,14 @@ class BacklogListener(Factory):
         self.waiting: deque[Bind] = deque()
         self.closed = False
 
-    def listen(self, reactor: Any, host: str, backlog: int) -> Destination:
-        """Listen on C{host} with C{backlog}, accepting nothing yet."""
-        self.port = reactor.listenTCP(0, self, backlog=backlog, interface=host)
+    def listen(
+        self, reactor: Any, host: str, backlog: int, port: int = 0
+    ) -> Destination:
+        """
+        Listen on C{host} (and C{port}, 0 for any) with C{backlog},
+        accepting nothing yet.
+        """
+        self.port = reactor.listenTCP(port, self, backlog=backlog, interface=host)
         stopAccepting(self.port)
         self.bound = boundDestination(self.port.getHost())
         return self.bound

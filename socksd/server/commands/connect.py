@@ -42,13 +42,16 @@ log = Logger()
 def resolvesLocally(upstream: Any) -> bool:
     """
     Does C{upstream} resolve destination names on this host (a
-    L{socksd.upstream.DirectUpstream})?  Only then does the server resolve
+    L{socksd.upstream.DirectUpstream}, or one whose C{resolvesLocally} is
+    C{True}, as C{socks5://} URLs' are)?  Only then does the server resolve
     names itself to check them against the rules: resolving a name meant
     for another proxy (Tor, say) would leak it to the local resolver.
     """
     from socksd.upstream.direct import DirectUpstream
 
-    return isinstance(upstream, DirectUpstream)
+    return isinstance(upstream, DirectUpstream) or (
+        getattr(upstream, "resolvesLocally", False) is True
+    )
 
 
 class _AttemptProtocol(UpstreamProtocol):

@@ -6,7 +6,8 @@ serves CONNECT too), and SOCKS6's NOOP.
     address of the name (for SOCKS4, an IPv4 one); an address literal is
     its own answer; onion names are never given to the resolver.
   - RESOLVE_PTR (0xF1, over SOCKS5): the reply carries the name of the
-    address, as a domain-type address.
+    address, as a domain-type address.  A request whose target is a name
+    gets "address type not supported" (SOCKS5 08), as Tor answers it.
 
 A lookup that fails, or takes longer than C{connectTimeout}, gets a failure
 reply (SOCKS5 04, SOCKS4 91); either way the connection then closes.
@@ -21,7 +22,12 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
 from socksd.address import Destination
-from socksd.errors import MalformedMessage, ResolveFailed, SocksError
+from socksd.errors import (
+    MalformedMessage,
+    ResolveFailed,
+    SocksError,
+    UnsupportedAddressType,
+)
 from socksd.interfaces import Decision
 from socksd.onion import isOnionName
 from socksd.server.commands._base import Command
@@ -149,7 +155,10 @@ class ResolvePtr(_Lookup):
                 host = ip_address(host)
             except ValueError:
                 pipeline.refuse(
-                    ResolveFailed(f"RESOLVE_PTR needs an address, not {host!r}"),
+                    UnsupportedAddressType(
+                        f"RESOLVE_PTR needs an address, not the name {host!r}",
+                        addressType=3,
+                    ),
                     "resolve_ptr of a name",
                 )
                 return

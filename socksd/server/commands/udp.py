@@ -22,6 +22,14 @@ Datagrams on the association's socket:
     behind a header naming that host (L{socksd.wire.socks5.buildUdpDatagram});
   - from anyone else: dropped, and logged at most once every
     L{LOG_INTERVAL} seconds per association, with a count.
+
+A destination of the other address family than the association's socket
+(an IPv6 host for an association on 127.0.0.1) is reached through a second
+socket of that family, made on the first such datagram and closed with the
+association (L{socksd.server._udp.AssociationSockets}).  Every datagram
+that cannot be sent (the system refuses it, the family cannot be used
+here) is dropped and logged the same rate-limited way, never with a
+traceback.
 """
 
 from __future__ import annotations
@@ -37,13 +45,32 @@ from twisted.python.failure import Failure
 
 from socksd.address import Destination, hostAddress
 from socksd.errors import MalformedMessage, NotAllowed
-from socksd.interfaces import ALLOW, Decision
+from socksd.interfaces import ALLOW, ConnectContext, Decision
 from socksd.resolve import CachingResolver
 from socksd.server.commands._base import Command
+from socksd.server.commands.bind import (
+    listenRefusal,
+    wantedAddress,
+    wantedDestination,
+)
 from socksd.replies import successFor
+from socksd.server._udp import (
+    LOG_INTERVAL,
+    MAX_DATAGRAM,
+    MAX_PENDING,
+    MAX_REMOTES,
+    AssociationSockets,
+    DropLog,
+)
 from socksd.server.relay import boundDestination
 from socksd.server.socks6.stack import applyStackOptions
-from socksd.server.socks6.udp import Socks6Association, listenWithParity
+from socksd.server.socks6.udp import (
+    Reservation,
+    Socks6Association,
+    claimReservation,
+    listenWithParity,
+    reservationsFor,
+)
 from socksd.server.socks6.udperror import adoptReportingErrors, listenReportingErrors
 from socksd.wire.socks6 import (
     Availability,
@@ -68,15 +95,6 @@ __all__ = [
 
 log = Logger()
 
-#: The most datagrams of one association waiting for a name resolution.
-MAX_PENDING = 64
-#: The most remote (address, port) pairs one association remembers as
-#: allowed to answer; the least recently used is forgotten first.
-MAX_REMOTES = 1024
-#: Seconds between two log events about dropped datagrams, per association.
-LOG_INTERVAL = 10.0
-
-_ANY = Destination(IPv4Address(0), 0)
 
 #: What a policy that failed to decide amounts to: a refusal.
 _FAILED = Decision(False, "the policy failed to decide")
@@ -113,7 +131,9 @@ class Socks5UdpAssociate(Command):
             pipeline, clientHost, pipeline.request.destination.port or None
         )
         try:
-            association.port = factory.reactor.listenUDP(0, association, interface=host)
+            association.port = factory.reactor.listenUDP(
+                0, association, interface=host, maxPacketSize=MAX_DATAGRAM
+            )
         except Exception as error:
             pipeline.refuse(error, f"UDP ASSOCIATE could not listen on {host}: {error}")
             return
@@ -155,6 +175,8 @@ class UdpAssociation(DatagramProtocol):
     One association's UDP socket; see the module docstring.
 
     @ivar port: the listening UDP port.
+    @ivar sockets: the listening port and, once needed, the socket of the
+        other address family (L{AssociationSockets}).
     @ivar clientHost: the only address the client may send from.
     @ivar clientPort: the client's port, once known.
     @ivar bytesUp: payload bytes sent on to destinations.
@@ -182,17 +204,29 @@ class UdpAssociation(DatagramProtocol):
         self.timeout = factory.config.udpTimeout
         self.clientHost = clientHost
         self.clientPort = clientPort
-        self.port: Any = None
+        self.sockets = AssociationSockets(factory.reactor, self)
         self.bytesUp = 0
         self.bytesDown = 0
-        self.dropped = 0
-        self._unlogged = 0
-        self._lastLog: float | None = None
+        self._drops = DropLog(factory.reactor, self.connection.record.client)
         self._remotes: OrderedDict[tuple[Any, int], None] = OrderedDict()
         self._pending = 0
         self._lastActivity = self.reactor.seconds()
         self._timer: Any = None
         self._stopped = False
+
+    @property
+    def port(self) -> Any:
+        """The listening UDP port."""
+        return self.sockets.port
+
+    @port.setter
+    def port(self, port: Any) -> None:
+        self.sockets.port = port
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams dropped since the association started."""
+        return self._drops.dropped
 
     def byteCounts(self) -> tuple[int, int]:
         """Payload bytes (to destinations, to the client), for the log."""
@@ -222,9 +256,7 @@ class UdpAssociation(DatagramProtocol):
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
-        port, self.port = self.port, None
-        if port is not None:
-            port.stopListening()
+        self.sockets.stop()
 
     # Datagrams
 
@@ -247,20 +279,8 @@ class UdpAssociation(DatagramProtocol):
             log.failure("handling a UDP datagram failed")
 
     def _drop(self, why: str) -> None:
-        """Count a dropped datagram; log now and then."""
-        self.dropped += 1
-        self._unlogged += 1
-        now = self.reactor.seconds()
-        if self._lastLog is None or now - self._lastLog >= LOG_INTERVAL:
-            self._lastLog = now
-            log.warn(
-                "UDP association of {client}: dropped {count} datagram(s); "
-                "latest: {why}",
-                client=self.connection.record.client,
-                count=self._unlogged,
-                why=why,
-            )
-            self._unlogged = 0
+        """Count a dropped datagram; log now and then (L{DropLog})."""
+        self._drops(why)
 
     def _fromClient(self, data: bytes, addr: Any) -> None:
         self._lastActivity = self.reactor.seconds()
@@ -298,7 +318,7 @@ class UdpAssociation(DatagramProtocol):
                 return
             address = self._choose(addresses)
             if address is None:
-                self._drop(f"{host} has no address of the socket's family")
+                self._drop(f"{host} has no address")
                 return
             self._send(address, destination.port, payload, destination, decision, True)
 
@@ -310,12 +330,15 @@ class UdpAssociation(DatagramProtocol):
         resolving.addErrback(lambda f: log.failure("sending a UDP datagram failed", f))
 
     def _choose(self, addresses: list[Any]) -> Any:
-        """The first address the socket's family can reach."""
+        """
+        The first address of the listening socket's family, else the first
+        address (sent from the socket of the other family).
+        """
         version = self.clientHost.version
         for address in addresses:
             if address.version == version:
                 return address
-        return None
+        return addresses[0] if addresses else None
 
     def _send(
         self,
@@ -343,8 +366,9 @@ class UdpAssociation(DatagramProtocol):
             self._drop("destination port 0 or bad address")
             return
         try:
-            self.transport.write(payload, (str(address), port))
-        except OSError as error:
+            self.sockets.write(payload, address, port)
+        except Exception as error:
+            # OSError, or Twisted's InvalidAddressError (not an OSError).
             self._drop(f"sending to {address}:{port} failed: {error}")
             return
         self.bytesUp += len(payload)
@@ -359,8 +383,8 @@ class UdpAssociation(DatagramProtocol):
         self._lastActivity = self.reactor.seconds()
         try:
             datagram = buildUdpDatagram(Destination(host, port), data)
-            self.transport.write(datagram, (str(self.clientHost), self.clientPort))
-        except (OSError, MalformedMessage) as error:
+            self.sockets.write(datagram, self.clientHost, self.clientPort)
+        except Exception as error:
             self._drop(f"sending back to the client failed: {error}")
             return
         self.bytesDown += len(data)
@@ -368,8 +392,11 @@ class UdpAssociation(DatagramProtocol):
 
 class Socks6UdpAssociate(Command):
     """
-    SOCKS6's UDP ASSOCIATE: see the module docstring.  The policy decides
-    on the association ("any" destination) and on each datagram.
+    SOCKS6's UDP ASSOCIATE: see L{socksd.server.socks6.udp}.  The wanted
+    address and port are honoured (L{wantedAddress}: the proxy's own
+    addresses only), and the policy decides on them as a wanted bind
+    address, then on each datagram.  A wanted port that another association
+    of the client reserved (Port Parity) is handed over.
     """
 
     policyCheck = "UDP ASSOCIATE"
@@ -377,8 +404,12 @@ class Socks6UdpAssociate(Command):
     __slots__ = ()
 
     def policyDestination(self) -> Destination:
-        """Any destination: datagrams are decided on one by one."""
-        return _ANY
+        """The address and port the association will use."""
+        return wantedDestination(self.pipeline)
+
+    def policyContext(self, context: ConnectContext) -> ConnectContext:
+        """The destination is a wanted bind address."""
+        return context._replace(bindRequest=True)
 
     def start(self, decision: Decision) -> None:
         pipeline = self.pipeline
@@ -397,19 +428,36 @@ class Socks6UdpAssociate(Command):
                 "UDP ASSOCIATE refused: the client did not come in over IP",
             )
             return
+        wanted = wantedAddress(pipeline, host, "UDP ASSOCIATE")
+        if wanted is None:
+            return
+        host, wantedPort = wanted
+        reservation = None
+        if wantedPort:
+            reservation = reservationsFor(factory).get((host, wantedPort))
+            if reservation is not None and not reservation.mayClaim(
+                request.session, clientHost
+            ):
+                pipeline.refuse(
+                    NotAllowed(f"port {wantedPort} is reserved"),
+                    "UDP ASSOCIATE refused: the wanted port is reserved",
+                )
+                return
         association = Socks6Association(pipeline, clientHost)
         parity = _requestedParity(request)
         wantsErrors = _wantsErrors(stackOptions)
         reactor = factory.reactor
+        adopt = None
+        if wantsErrors:
+            adopt = lambda fileno, family, protocol: adoptReportingErrors(
+                reactor, fileno, family, protocol
+            )
         try:
             port = None
-            if parity is not None:
-                adopt = None
-                if wantsErrors:
-                    adopt = lambda fileno, family, protocol: adoptReportingErrors(
-                        reactor, fileno, family, protocol
-                    )
-                port, association.reserved = listenWithParity(
+            if reservation is not None:
+                port = claimReservation(reactor, reservation, association, adopt)
+            elif parity is not None:
+                port, reserved = listenWithParity(
                     reactor,
                     association,
                     host,
@@ -424,10 +472,17 @@ class Socks6UdpAssociate(Command):
                             StackLeg.PROXY_REMOTE, parity.parity, parity.reserve
                         ),
                     )
+                if reserved is not None:
+                    key = (host, reserved.getsockname()[1])
+                    association.reservation = reservationsFor(factory)[key] = (
+                        Reservation(key, reserved, association, request.session)
+                    )
             if port is None and wantsErrors:
-                port = listenReportingErrors(reactor, association, host)
+                port = listenReportingErrors(reactor, association, host, wantedPort)
             if port is None:
-                port = reactor.listenUDP(0, association, interface=host)
+                port = reactor.listenUDP(
+                    wantedPort, association, interface=host, maxPacketSize=MAX_DATAGRAM
+                )
             association.port = port
             if wantsErrors and getattr(port, "reportingErrors", False):
                 association.reportErrors = True
@@ -436,9 +491,17 @@ class Socks6UdpAssociate(Command):
                     UdpErrorOption(StackLeg.PROXY_REMOTE, Availability.AVAILABLE),
                 )
         except Exception as error:
-            pipeline.refuse(error, f"UDP ASSOCIATE could not listen on {host}: {error}")
+            association.stop()
+            pipeline.refuse(
+                listenRefusal(error, host, wantedPort),
+                f"UDP ASSOCIATE could not listen on {host}: {error}",
+            )
             return
+        relay = getattr(factory, "socks6Dtls", None)
+        if relay is not None:
+            relay.register(association)
         early = pipeline.handOver(association)
+        connection.record.relay = association
         code = successFor(request.profile)
         connection.transport.write(
             pipeline.reply(code, boundDestination(association.port.getHost()), options)

@@ -40,6 +40,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from socksd.server._udp import MAX_DATAGRAM
 from socksd.wire.socks6 import UdpErrorCode
 
 __all__ = [
@@ -310,22 +311,23 @@ def _usable(reactor: Any) -> bool:
 
 
 def listenReportingErrors(
-    reactor: Any, protocol: Any, interface: str
+    reactor: Any, protocol: Any, interface: str, port: int = 0
 ) -> ErrorReportingPort | None:
     """
-    Listen for UDP on C{interface}, any port, with ICMP errors reported.
+    Listen for UDP on C{interface} and C{port} (0: any), with ICMP errors
+    reported.
 
     @return: the port, or L{None} when the reactor or the kernel cannot
         (the caller then listens as usual).
     """
     if not _usable(reactor):
         return None
-    port = ErrorReportingPort(0, protocol, interface, 8192, reactor)
-    port.startListening()
-    if not port.enableErrors():
-        port.stopListening()
+    listening = ErrorReportingPort(port, protocol, interface, MAX_DATAGRAM, reactor)
+    listening.startListening()
+    if not listening.enableErrors():
+        listening.stopListening()
         return None
-    return port
+    return listening
 
 
 def adoptReportingErrors(reactor: Any, fileno: int, family: int, protocol: Any) -> Any:
@@ -335,9 +337,11 @@ def adoptReportingErrors(reactor: Any, fileno: int, family: int, protocol: Any) 
     """
     if _usable(reactor):
         port = ErrorReportingPort._fromListeningDescriptor(
-            reactor, fileno, family, protocol, maxPacketSize=8192
+            reactor, fileno, family, protocol, maxPacketSize=MAX_DATAGRAM
         )
         port.startListening()
         port.enableErrors()
         return port
-    return reactor.adoptDatagramPort(fileno, family, protocol)
+    return reactor.adoptDatagramPort(
+        fileno, family, protocol, maxPacketSize=MAX_DATAGRAM
+    )
