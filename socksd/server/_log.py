@@ -54,12 +54,13 @@ them.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from json.encoder import encode_basestring_ascii
 from enum import IntEnum
 from typing import Any
 
 from twisted.logger import Logger
 
-from socksd.replies import commonReplyName
+from socksd.replies import COMMON_REPLY_NAMES, commonReplyName
 
 __all__ = [
     "ConnectionRecord",
@@ -68,6 +69,8 @@ __all__ = [
     "addressText",
     "peerText",
     "accessRecord",
+    "accessLine",
+    "ACCESS_FIELDS",
     "isoTime",
 ]
 
@@ -139,13 +142,24 @@ def peerText(address: Any) -> str | None:
     return None
 
 
+#: The last whole second L{isoTime} showed, and its text up to the second.
+_isoSecond: list[Any] = [None, ""]
+
+
 def isoTime(seconds: float) -> str:
     """
     C{seconds} since the epoch as ISO 8601 UTC, to the millisecond:
-    C{"2026-01-31T12:00:00.123Z"}.
+    C{"2026-01-31T12:00:00.123Z"}.  (The text up to the second is kept for
+    the next call in the same second.)
     """
-    when = datetime.fromtimestamp(seconds, timezone.utc)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    whole = int(seconds)
+    cached = _isoSecond
+    if cached[0] != whole:
+        cached[1] = datetime.fromtimestamp(whole, timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%S."
+        )
+        cached[0] = whole
+    return "%s%03dZ" % (cached[1], (seconds - whole) * 1000)
 
 
 class _Summary:
@@ -377,18 +391,115 @@ def _userName(user: Any) -> str | None:
     return _printable(user)
 
 
+def _accessValues(record: ConnectionRecord, now: float) -> tuple[Any, ...]:
+    """
+    The values of an access record, in the order of L{ACCESS_FIELDS}.  (It
+    runs for every connection with C{--access-log}: the usual cases are
+    inlined.)
+    """
+    relay = record.relay
+    bytesUp, bytesDown = (0, 0) if relay is None else relay.byteCounts()
+    reply = record.reply
+    if reply is not None:
+        if reply.__class__ is not str:
+            reply = reply._name_  # an IntEnum's name, without its property
+        common = COMMON_REPLY_NAMES.get(reply)
+        if common is not None:
+            reply = common
+        elif reply.startswith("HTTP_"):
+            reply = commonReplyName(reply)
+    code = record.commandCode
+    command = None
+    if code is not None:
+        command = _COMMAND_NAMES.get(code) or commandName(code)
+    destination = record.destination
+    if destination is not None:
+        destination = str(destination)
+        if not destination.isprintable():
+            destination = _printable(destination)
+    address = None
+    transport = record.upstreamTransport
+    if transport is not None:
+        try:
+            peer = transport.getPeer()
+            host = peer.host
+            if host.__class__ is str:
+                address = f"[{host}]:{peer.port}" if ":" in host else f"{host}:{peer.port}"
+        except Exception:
+            address = None
+    peer = record.client
+    host = getattr(peer, "host", None)
+    if host.__class__ is str and ":" not in host:
+        client = f"{host}:{peer.port}"
+    else:
+        client = addressText(peer)
+    if not client.isprintable():
+        client = _printable(client)
+    user = record.user
+    if user is not None:
+        user = _userName(user)
+    upstream = record.upstream
+    if upstream is not None and not upstream.isprintable():
+        upstream = _printable(upstream)
+    rule = record.rule
+    if rule is not None and not rule.isprintable():
+        rule = _printable(rule)
+    reason = record.reason or "closed"
+    if not reason.isprintable():
+        reason = _printable(reason)
+    duration = now - record.started
+    return (
+        isoTime(now),
+        client,
+        user,
+        record.version,
+        record.protocol,
+        command,
+        destination,
+        address,
+        upstream,
+        rule,
+        reply,
+        bytesUp,
+        bytesDown,
+        int(duration * 1000000) / 1000000 if duration > 0.0 else 0.0,
+        reason,
+    )
+
+
+#: The fields of an access record, in order (see L{accessRecord}).
+ACCESS_FIELDS = (
+    "time",
+    "client",
+    "user",
+    "version",
+    "protocol",
+    "command",
+    "destination",
+    "address",
+    "upstream",
+    "rule",
+    "reply",
+    "bytesUp",
+    "bytesDown",
+    "duration",
+    "reason",
+)
+
+
 def accessRecord(record: ConnectionRecord, now: float) -> dict[str, Any]:
     """
     The access record of a finished connection: a mapping of JSON values,
-    in this order (see docs/deployment.rst):
+    in this order (L{ACCESS_FIELDS}; see docs/deployment.rst):
 
       - C{time}: when the connection ended, ISO 8601 UTC (L{isoTime});
       - C{client}, C{user}, C{version}, C{protocol}, C{command},
-        C{destination} (as the client asked it), C{upstream}, C{rule}: as
-        in the connection's log event (see the module docstring);
+        C{destination} (as the client asked it): as in the connection's
+        log event (see the module docstring);
       - C{address}: the address the tunnel connected to, when this server
         knows it (L{peerText} of the upstream connection's peer: for a
         name, the address it resolved to), else L{None};
+      - C{upstream}, C{rule}: as in the log event;
       - C{reply}: the reply sent, in one vocabulary for every version
         (L{socksd.replies.commonReplyName}), or L{None} when none was sent;
       - C{bytesUp}, C{bytesDown}: bytes relayed each way;
@@ -398,37 +509,47 @@ def accessRecord(record: ConnectionRecord, now: float) -> dict[str, Any]:
 
     @param now: the reactor time the connection closed.
     """
-    relay = record.relay
-    bytesUp, bytesDown = (0, 0) if relay is None else relay.byteCounts()
-    reply = record.reply
-    replyName = reply.name if isinstance(reply, IntEnum) else reply
-    code = record.commandCode
-    destination = record.destination
-    if destination is not None:
-        destination = _printable(str(destination))
-    address = None
-    transport = record.upstreamTransport
-    if transport is not None:
-        try:
-            address = peerText(transport.getPeer())
-        except Exception:
-            address = None
-    upstream = record.upstream
-    rule = record.rule
-    return {
-        "time": isoTime(now),
-        "client": _printable(addressText(record.client)),
-        "user": _userName(record.user),
-        "version": record.version,
-        "protocol": record.protocol,
-        "command": None if code is None else commandName(code),
-        "destination": destination,
-        "address": address,
-        "upstream": None if upstream is None else _printable(upstream),
-        "rule": None if rule is None else _printable(rule),
-        "reply": commonReplyName(replyName),
-        "bytesUp": bytesUp,
-        "bytesDown": bytesDown,
-        "duration": round(max(0.0, now - record.started), 6),
-        "reason": _printable(record.reason or "closed"),
-    }
+    return dict(zip(ACCESS_FIELDS, _accessValues(record, now)))
+
+
+_quote = encode_basestring_ascii
+
+
+def accessLine(record: ConnectionRecord, now: float) -> str:
+    """
+    The access record (L{accessRecord}) as one line of JSON, newline
+    included: what C{json.dumps} of the mapping gives (ASCII, with a space
+    after each separator), built directly, field by field, as it is made
+    for every connection.
+    """
+    (
+        time,
+        client,
+        user,
+        version,
+        protocol,
+        command,
+        destination,
+        address,
+        upstream,
+        rule,
+        reply,
+        bytesUp,
+        bytesDown,
+        duration,
+        reason,
+    ) = _accessValues(record, now)
+    return (
+        f'{{"time": "{time}", "client": {_quote(client)}, '
+        f'"user": {"null" if user is None else _quote(user)}, '
+        f'"version": {"null" if version is None else int(version)}, '
+        f'"protocol": {"null" if protocol is None else _quote(protocol)}, '
+        f'"command": {"null" if command is None else _quote(command)}, '
+        f'"destination": {"null" if destination is None else _quote(destination)}, '
+        f'"address": {"null" if address is None else _quote(address)}, '
+        f'"upstream": {"null" if upstream is None else _quote(upstream)}, '
+        f'"rule": {"null" if rule is None else _quote(rule)}, '
+        f'"reply": {"null" if reply is None else _quote(reply)}, '
+        f'"bytesUp": {int(bytesUp)}, "bytesDown": {int(bytesDown)}, '
+        f'"duration": {float(duration)!r}, "reason": {_quote(reason)}}}\n'
+    )

@@ -240,6 +240,9 @@ class SocksServerFactory(Factory):
         )
         self.commands = dict(COMMANDS)
         self.connections: set[SocksConnection] = set()
+        # An instance attribute: read for every connection, faster than the
+        # class's.
+        self.accessLog = None
 
 
     def __repr__(self) -> str:

@@ -21,7 +21,6 @@ every worker's records reach one file, whole, from one writer.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -30,7 +29,7 @@ from typing import Any, Callable
 from twisted.application import service
 from twisted.logger import Logger
 
-from socksd.server._log import accessRecord
+from socksd.server._log import accessLine
 
 __all__ = [
     "AccessLog",
@@ -61,7 +60,7 @@ def recordLine(record: Any, now: float) -> bytes:
     The access-log line of the connection C{record} describes (a
     L{socksd.server._log.ConnectionRecord}), newline included.
     """
-    return json.dumps(accessRecord(record, now)).encode("ascii") + b"\n"
+    return accessLine(record, now).encode("ascii")
 
 
 class AccessLog(service.Service):
@@ -267,8 +266,7 @@ class WorkerAccessLog:
 
     def write(self, record: Any, now: float) -> None:
         """See L{AccessLog.write}."""
-        text = json.dumps(accessRecord(record, now))
-        self._stream.write(self._prefix + text + "\n")
+        self._stream.write(self._prefix + accessLine(record, now))
         if self._timer is None:
             self._timer = self._reactor.callLater(self._interval, self.flush)
 

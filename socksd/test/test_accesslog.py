@@ -30,7 +30,7 @@ from socksd.replies import (
     Socks6Reply,
     commonReplyName,
 )
-from socksd.server._log import ConnectionRecord, accessRecord, isoTime
+from socksd.server._log import ConnectionRecord, accessLine, accessRecord, isoTime
 from socksd.service.accesslog import (
     ACCESS_LINE,
     AccessLog,
@@ -213,6 +213,27 @@ class AccessRecordTests(SynchronousTestCase):
             ("GENERAL_FAILURE", "destination refused by policy", None, 0),
         )
 
+    def test_replies(self) -> None:
+        """
+        The record's reply is in the common vocabulary, whatever the
+        version sent: codes and the handshakes' labels alike.
+        """
+        record = tunnelRecord()
+        for sent, common in [
+            (Socks4Reply.GRANTED, "SUCCEEDED"),
+            (Socks6Reply.TIMEOUT, "TTL_EXPIRED"),
+            (Socks5Reply.CONNECTION_REFUSED, "CONNECTION_REFUSED"),
+            ("HTTP_502", "GENERAL_FAILURE"),
+            ("HTTP_599", "GENERAL_FAILURE"),
+            ("HTTP_501", "NOT_A_PROXY_REQUEST"),
+            ("AUTHENTICATION_FAILED", "AUTHENTICATION_FAILED"),
+            ("VERSION_MISMATCH", "VERSION_MISMATCH"),
+            (None, None),
+        ]:
+            record.reply = sent
+            self.assertEqual(accessRecord(record, 1001)["reply"], common)
+            self.assertEqual(json.loads(accessLine(record, 1001))["reply"], common)
+
     def test_printable(self) -> None:
         """
         Text from the client (a name, a user) cannot forge a line: control
@@ -228,12 +249,39 @@ class AccessRecordTests(SynchronousTestCase):
         self.assertEqual(parsed["destination"], "evil\\n.example:80")
         self.assertEqual(parsed["user"], "mallory\\r\\n{")
 
+    def test_lineIsTheRecord(self) -> None:
+        """
+        The line L{accessLine} builds is the JSON of L{accessRecord}, one
+        line of ASCII, for tunnels and refusals, names in any script,
+        missing fields and odd durations.
+        """
+        records = [tunnelRecord()]
+        record = tunnelRecord()
+        record.destination = Destination("bücher.example", 443)
+        record.user = "zoë"
+        record.rule = 'a "quoted" rule'
+        record.started = 1001.0
+        records.append(record)
+        bare = ConnectionRecord(IPv6Address("TCP", "2001:db8::7", 4), 1000.0)
+        bare.reason = "client sent EOF before anything else"
+        records.append(bare)
+        for record in records:
+            for now in (1000.0, 1000.0000004, 1234567.891):
+                line = accessLine(record, now)
+                self.assertTrue(line.endswith("\n"))
+                self.assertEqual(line.count("\n"), 1)
+                line.encode("ascii")
+                self.assertEqual(json.loads(line), accessRecord(record, now))
+                self.assertEqual(line, json.dumps(accessRecord(record, now)) + "\n")
+
     def test_isoTime(self) -> None:
         """
         L{isoTime}: UTC, milliseconds, a C{Z}.
         """
         self.assertEqual(isoTime(0), "1970-01-01T00:00:00.000Z")
         self.assertEqual(isoTime(1.0015), "1970-01-01T00:00:01.001Z")
+        self.assertEqual(isoTime(1.999), "1970-01-01T00:00:01.999Z")
+        self.assertEqual(isoTime(86400 * 365.25 * 56 + 0.25), "2026-01-01T00:00:00.250Z")
 
 
 class AccessLogTests(SynchronousTestCase):

@@ -87,9 +87,11 @@ class SocketActivationTests(InteropTestCase):
     def test_curl(self) -> None:
         """
         The first connection starts socksd, which serves it (it waited in
-        the inherited socket's backlog) and the next ones.
+        the inherited socket's backlog) and the next ones.  The open-proxy
+        guard judges the inherited socket by its address (127.0.0.1): no
+        --allow-open-proxy is needed.
         """
-        server, port = self.activated("--allow-open-proxy")
+        server, port = self.activated()
         self.assertEqual(self.fetch(port), PAGE)
         self.assertEqual(self.fetch(port), PAGE)
         self.assertIn("SocksServerFactory starting on", server.log())
@@ -98,9 +100,10 @@ class SocketActivationTests(InteropTestCase):
     def test_curlWithWorkers(self) -> None:
         """
         With C{--workers 2}, the parent adopts the socket systemd passed
-        and both workers accept on it.
+        and both workers accept on it (each told the address the socket is
+        bound to, for its own open-proxy guard).
         """
-        server, port = self.activated("--allow-open-proxy", "--workers", "2")
+        server, port = self.activated("--workers", "2")
         for _ in range(4):
             self.assertEqual(self.fetch(port), PAGE)
         server.waitForListening(2)
