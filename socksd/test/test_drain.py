@@ -464,7 +464,9 @@ class DrainProcessTests(SynchronousTestCase):
         self.checkDraining(server, port, metricsPort, sock)
         sock.close()
         server.wait()
-        self.assertIn("the workers' connections: 1 ended, 0 cut", server.log())
+        # A probe of the refusal may have been accepted by a worker just
+        # before its copy of the socket closed: it ended too.
+        self.assertRegex(server.log(), r"the workers' connections: [1-9]\d* ended, 0 cut")
 
     def test_workersSecondSignal(self) -> None:
         """
