@@ -221,9 +221,25 @@ class AccessLog(service.Service):
     # The service
 
     def startService(self) -> None:
-        """Open the file, and reopen it on SIGUSR1."""
+        """
+        Open the file, and reopen it on SIGUSR1.
+
+        @raise StartupError: the file cannot be opened (one line for the
+            operator, no traceback).
+        """
         if self._fd is None:
-            self.open()
+            try:
+                self.open()
+            except OSError as error:
+                from socksd.service.listen import StartupError, reportStartupErrors
+
+                reportStartupErrors()
+                message = (
+                    f"--access-log {self.path}: cannot write: "
+                    f"{error.strerror or error}"
+                )
+                log.error("{message}", message=message)
+                raise StartupError(message) from None
         super().startService()
         previous = signal.getsignal(signal.SIGUSR1)
         self._previousHandler = previous

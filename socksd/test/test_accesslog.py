@@ -413,6 +413,20 @@ class AccessLogTests(SynchronousTestCase):
             "again", [e.get("log_format", "") for e in events if e.get("path")][-1]
         )
 
+    def test_cannotOpen(self) -> None:
+        """
+        A file that cannot be opened when the service starts is a
+        L{StartupError} naming it (one line for the operator).
+        """
+        from socksd.service.listen import StartupError
+
+        path = os.path.join(self.mktemp(), "gone", "access.log")
+        accessLog = AccessLog(path, self.clock)
+        error = self.assertRaises(StartupError, accessLog.startService)
+        self.assertIn(path, str(error))
+        self.assertIn("No such file", str(error))
+        self.assertFalse(accessLog.running)
+
     def test_workerLines(self) -> None:
         """
         A worker's L{WorkerAccessLog} writes each record as one line marked
