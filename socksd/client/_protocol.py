@@ -213,6 +213,11 @@ class TunnelTransport:
     def __repr__(self) -> str:
         return f"<TunnelTransport to {self._peer} over {self._transport!r}>"
 
+    @property
+    def proxyTransport(self) -> Any:
+        """The transport of the connection to the proxy, under this one."""
+        return self._transport
+
     def getPeer(self) -> IAddress:
         """The destination, as the application asked for it."""
         return self._peer

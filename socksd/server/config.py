@@ -88,6 +88,9 @@ class ServerConfig:
         the address of the interface the client came in on.
     @ivar bindTimeout: seconds a BIND waits for its incoming connection;
         then the client gets a failure reply.  L{None}: no limit.
+    @ivar maxPendingBindsPerClient: BINDs one client address may have
+        waiting for their peer at once (each holds a listening socket);
+        more get a failure reply.  L{None}: no limit.
     @ivar udpTimeout: seconds a UDP association may carry no datagram
         before it ends (with its control connection).  L{None}: never.
     @ivar socks6Dns: serve SOCKS6's DNS service: a CONNECT to 0.0.0.0:53 or
@@ -112,6 +115,7 @@ class ServerConfig:
     httpConnect: bool = False
     bindAddress: str | None = None
     bindTimeout: float | None = 120.0
+    maxPendingBindsPerClient: int | None = 32
     udpTimeout: float | None = 120.0
     socks6Dns: bool = False
 
@@ -142,6 +146,14 @@ class ServerConfig:
                 raise ValueError(
                     f"bindAddress must be an IP address, not {self.bindAddress!r}"
                 ) from None
+        pending = self.maxPendingBindsPerClient
+        if pending is not None and (
+            isinstance(pending, bool) or not isinstance(pending, int) or pending < 1
+        ):
+            raise ValueError(
+                "maxPendingBindsPerClient must be a positive number or None, "
+                f"not {pending!r}"
+            )
         if (
             isinstance(self.maxOptimisticData, bool)
             or not isinstance(self.maxOptimisticData, int)

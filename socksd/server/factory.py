@@ -168,6 +168,9 @@ class SocksServerFactory(Factory):
     @ivar connections: the open client connections (a set the
         connections add themselves to, and leave when they are gone): what
         a drain waits for (L{socksd.service.drain}).
+    @ivar pendingBinds: how many BINDs each client address (its
+        L{socksd.server.limits.clientKey}) has waiting for their peer, for
+        C{ServerConfig.maxPendingBindsPerClient}; made by the first BIND.
     @ivar socks6Sessions: the SOCKS6 sessions
         (L{socksd.server.socks6.sessions.SessionTable}), made when the first
         SOCKS6 client comes (L{sessionTableFor}); set one before serving for
@@ -188,6 +191,7 @@ class SocksServerFactory(Factory):
     socks6Sessions: Any = None
     socks6Dtls: Any = None
     socks6Reservations: Any = None
+    pendingBinds: Any = None
     policy = _PolicySlot()
     authenticator = _AuthenticatorSlot()
 

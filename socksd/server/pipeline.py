@@ -110,8 +110,15 @@ class Pipeline:
         self.keepEarly(data)
 
     def readConnectionLost(self) -> None:
-        """EOF from the client: the destination gets it after the kept bytes."""
+        """
+        EOF from the client: the destination gets it after the kept bytes;
+        the command in progress hears of it (an abandoned BIND or CONNECT
+        ends at once).
+        """
         self.clientEnded = True
+        command = self.command
+        if command is not None:
+            command.readConnectionLost()
 
     def writeConnectionLost(self) -> None:
         """Nothing to do."""

@@ -2,13 +2,15 @@
 The service of C{twistd socksd}, built from its L{Options}: L{makeService}.
 
 It holds one listening service per C{--listen} description (Twisted's
-strports, with the backlog of L{withBacklog}; L{FastOpenEndpoint}s with
-C{--tcp-fastopen}; the services of L{socksd.service.workers} with
-C{--workers} and in a worker), the access log (C{--access-log}), the
-metrics and C{/healthz} (C{--metrics}), the HAProxy agent check
-(C{--agent-check}) and the raised open-file limit, all under one
-L{ServingService}, which drains on SIGTERM (C{--drain-timeout}) and tells
-systemd how it is (L{socksd.service.systemd}); and the L{Reloader}, which
+endpoint strings, as strports would, with the backlog of L{withBacklog};
+L{FastOpenEndpoint}s with C{--tcp-fastopen}; the services of
+L{socksd.service.workers} with C{--workers} and in a worker; their ports
+report the connections they cannot accept to an L{AcceptErrors}), the
+access log (C{--access-log}), the metrics and C{/healthz} (C{--metrics}),
+the HAProxy agent check (C{--agent-check}) and the raised open-file limit,
+all under one L{ServingService}, which drains on SIGTERM
+(C{--drain-timeout}) and tells systemd how it is
+(L{socksd.service.systemd}); and the L{Reloader}, which
 reloads the configuration on SIGHUP.
 """
 
@@ -25,7 +27,13 @@ from socksd.service.accesslog import AccessLog, WorkerAccessLog
 from socksd.service.drain import ServingService
 from socksd.service.filelimit import RaiseFileLimit
 from socksd.service.health import AgentCheckFactory, Health
-from socksd.service.listen import FastOpenEndpoint, listeningService, withBacklog
+from socksd.service.listen import (
+    AcceptErrors,
+    FastOpenEndpoint,
+    ReportingEndpoint,
+    listeningService,
+    withBacklog,
+)
 from socksd.service.options import Options
 from socksd.service.systemd import Notifier
 
@@ -114,6 +122,7 @@ def _parts(options: Options, reactor: Any) -> dict[str, Any]:
         socks4WithAuth=bool(options["socks4-with-auth"]),
         bindAddress=options["bind-address"],
         bindTimeout=options["bind-timeout"] or None,
+        maxPendingBindsPerClient=options["max-pending-binds-per-client"] or None,
         udpTimeout=options["udp-timeout"] or None,
         httpConnect=bool(options["http-connect"]),
         splice=not options["no-splice"],
@@ -179,10 +188,13 @@ def makeService(options: Options) -> service.IService:
     )
     top.factories.append(factory)
     listening = None
+    # Connections the listeners cannot accept (out of descriptors): one log
+    # line a second, and a metric.
+    acceptErrors = AcceptErrors(reactor)
     if parent or inWorker:
         from socksd.service import workers
 
-        listening = workers.serviceFor(options, factory, reactor)
+        listening = workers.serviceFor(options, factory, reactor, acceptErrors)
         top.listen(listening)
         if parent:
             top.workers = listening
@@ -192,6 +204,7 @@ def makeService(options: Options) -> service.IService:
             endpoint = endpoints.serverFromString(reactor, description)
             if options["tcp-fastopen"]:
                 endpoint = FastOpenEndpoint(endpoint, options["tcp-fastopen"])
+            endpoint = ReportingEndpoint(endpoint, acceptErrors)
             top.listen(listeningService(given, endpoint, factory))
     if factory.socks6Dtls is not None:
         # Not a listener: the associations of the tunnels being drained use it.
@@ -201,6 +214,7 @@ def makeService(options: Options) -> service.IService:
     fleet = _applySharedState(options, factory, reactor, top)
     if options["metrics"]:
         _addMetrics(options, factory, reactor, top, listening, fleet, health)
+        acceptErrors.metrics = factory.metrics
     if options["agent-check"] and not inWorker:
         endpoint = endpoints.serverFromString(reactor, options["agent-check"])
         listeningService(

@@ -30,7 +30,10 @@ C{worker} label (see L{socksd.service.workers}).  The series:
   - C{socksd_upstream_failures_total{upstream}}: that proxy's failures.
   - with C{--shared-state}: C{socksd_shared_state_up} (1 while Redis can
     be asked) and C{socksd_shared_state_changes_total} (connections to
-    Redis lost and made).
+    Redis lost and made);
+  - C{socksd_accept_errors_total{error}}: connections the listening
+    sockets could not accept, by error (C{EMFILE}: out of file
+    descriptors; see L{socksd.service.listen.AcceptErrors}).
 
 The same listener serves the server's health at C{/healthz}
 (L{socksd.service.health}: 200 serving, 503 draining).  Neither leaves a
@@ -56,7 +59,7 @@ def refusalKind(reason: str | None) -> str:
         return "other"
     if "policy" in reason or "refused by" in reason or "not allowed" in reason:
         return "policy"
-    if reason.startswith("too many connections"):
+    if reason.startswith("too many"):
         return "limit"
     if "timeout" in reason:
         return "timeout"
@@ -113,6 +116,13 @@ class Metrics:
         self.authFailures = Counter(
             "socksd_auth_failures", "Failed logins.", registry=self.registry
         )
+        self.acceptErrors = Counter(
+            "socksd_accept_errors",
+            "Connections the listening sockets could not accept, by error "
+            "(EMFILE: out of file descriptors).",
+            ["error"],
+            registry=self.registry,
+        )
 
     def watchUpstreams(self, upstream: Callable[[], Any]) -> None:
         """
@@ -144,6 +154,11 @@ class Metrics:
     def handshakeDone(self, seconds: float) -> None:
         """A client's request is complete, C{seconds} after it connected."""
         self.handshakeSeconds.observe(max(0.0, seconds))
+
+    def acceptFailed(self, error: str) -> None:
+        """A listening socket could not accept a connection (C{error}: the
+        error's name, such as C{EMFILE})."""
+        self.acceptErrors.labels(error).inc()
 
     def tunnelOpened(self, record: Any) -> None:
         """The tunnel of the connection C{record} describes is up."""

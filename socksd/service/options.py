@@ -191,6 +191,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "on].  See docs/auth.rst."],
         ["bind-timeout", None, 120.0, "Seconds a BIND waits for its incoming "
          "connection (0: forever).", Seconds("bind-timeout", "forever")],
+        ["max-pending-binds-per-client", None, 32, "BINDs one client address "
+         "may have waiting for their peer at once (0: no limit); more get a "
+         "failure reply.", Count("max-pending-binds-per-client", 0, "no limit")],
         ["udp-timeout", None, 120.0, "Seconds a UDP association may be idle "
          "before it ends (0: never).", Seconds("udp-timeout", "never")],
         ["rules", None, None, "A TOML rules file (see docs/rules.rst); "

@@ -85,6 +85,26 @@ def readArguments(fd: int = 0) -> list[str]:
     return arguments
 
 
+def _start(top: Any) -> None:
+    """
+    Start the worker's service; then take the SIGHUPs the parent passes on
+    (the worker started with SIGHUP blocked, see
+    L{socksd.service.workers}): a worker that reloads rules has its
+    handler now, and one held while it started is delivered to it; a
+    worker with nothing to reload ignores them.
+    """
+    import signal
+
+    try:
+        top.startService()
+    finally:
+        if hasattr(signal, "SIGHUP"):
+            if signal.getsignal(signal.SIGHUP) in (signal.SIG_DFL, None):
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            if hasattr(signal, "pthread_sigmask"):
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """
     Run one worker: socksd's options (with C{--inherit-fds}) in C{argv}.
@@ -110,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     top = makeService(options)
     os.set_blocking(0, False)
     reactor.addReader(_ParentWatch(reactor))
-    reactor.callWhenRunning(top.startService)
+    reactor.callWhenRunning(_start, top)
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     log.info(
         "worker {worker} serving (pid {pid})",

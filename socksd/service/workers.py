@@ -34,6 +34,10 @@ the connections over the workers.
     standard input end, and drains too.
   - A worker that dies is logged, and replaced after L{RESPAWN_DELAY}
     seconds.
+  - SIGHUP: the parent passes it on to every worker (each reloads its
+    rules).  A worker starts with SIGHUP blocked, and unblocks it once its
+    service runs, so that one passed on while it starts is held until then
+    (it would otherwise end the worker).
   - Metrics (C{--metrics}): each worker counts its own connections and
     reports its metrics to the parent every L{METRICS_INTERVAL} seconds,
     as one line of its output (L{MetricsReporter}); the parent alone
@@ -60,7 +64,8 @@ import os
 import signal
 import socket
 import sys
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 from twisted.application import service
 from twisted.internet import endpoints, error
@@ -454,9 +459,13 @@ class WorkersService(service.Service):
         ]
         protocol = _WorkerProtocol(self, index)
         self.workers[index] = protocol
-        transport = self._reactor.spawnProcess(
-            protocol, self._executable, args, env=env, childFDs=childFDs
-        )
+        # The worker starts with SIGHUP blocked (the signal mask is
+        # inherited), so that a SIGHUP passed on while it starts is held
+        # until it can reload, rather than ending it (L{signalWorkers}).
+        with _hangupBlocked():
+            transport = self._reactor.spawnProcess(
+                protocol, self._executable, args, env=env, childFDs=childFDs
+            )
         transport.writeToChild(0, argumentsLine(self._arguments))
 
     def _ended(self, worker: _WorkerProtocol, reason: Failure) -> None:
@@ -613,10 +622,17 @@ class AdoptedPortsService(service.Service):
     C{reactor.adoptStreamPort}.
     """
 
-    def __init__(self, reactor: Any, fds: Sequence[int], factory: Any) -> None:
+    def __init__(
+        self, reactor: Any, fds: Sequence[int], factory: Any, acceptErrors: Any = None
+    ) -> None:
+        """
+        @param acceptErrors: a L{socksd.service.listen.AcceptErrors} the
+            ports report the connections they cannot accept to, or L{None}.
+        """
         self._reactor = reactor
         self._fds = list(fds)
         self._factory = factory
+        self._acceptErrors = acceptErrors
         self._ports: list[Any] = []
 
     def startService(self) -> None:
@@ -625,7 +641,10 @@ class AdoptedPortsService(service.Service):
             probe = socket.socket(fileno=fd)
             family = probe.family
             probe.detach()
-            self._ports.append(self._reactor.adoptStreamPort(fd, family, self._factory))
+            port = self._reactor.adoptStreamPort(fd, family, self._factory)
+            if self._acceptErrors is not None:
+                self._acceptErrors.watch(port)
+            self._ports.append(port)
             # The socket is shared with the parent and the other workers,
             # and must stay non-blocking or a worker that loses the race
             # for a connection blocks in accept(); PyPy's socket objects
@@ -641,15 +660,34 @@ class AdoptedPortsService(service.Service):
         return gatherResults([d for d in stops if d is not None])
 
 
-def serviceFor(options: Any, factory: Any, reactor: Any) -> service.IService:
+@contextmanager
+def _hangupBlocked() -> Iterator[None]:
+    """Block SIGHUP in this thread for the block (where the system can)."""
+    import signal
+
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None or not hasattr(signal, "SIGHUP"):
+        yield
+        return
+    previous = block(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, previous)
+
+
+def serviceFor(
+    options: Any, factory: Any, reactor: Any, acceptErrors: Any = None
+) -> service.IService:
     """
     The listening service of C{twistd socksd} with C{--workers} above 1 (in
     the parent: L{WorkersService}) or with C{--inherit-fds} (in a worker:
-    L{AdoptedPortsService} serving C{factory}).
+    L{AdoptedPortsService} serving C{factory}, its ports reporting to
+    C{acceptErrors}).
     """
     if options["inherit-fds"]:
         fds = [int(fd) for fd in options["inherit-fds"].split(",") if fd]
-        return AdoptedPortsService(reactor, fds, factory)
+        return AdoptedPortsService(reactor, fds, factory, acceptErrors)
     return WorkersService(
         reactor,
         options["listen"],

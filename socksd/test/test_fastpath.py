@@ -516,7 +516,8 @@ class BacklogTests(SynchronousTestCase):
         options.parseOptions([])
         service = makeService(options)
         [listener] = [s for s in service if hasattr(s, "endpoint")]
-        self.assertEqual(listener.endpoint._backlog, LISTEN_BACKLOG)
+        # (Under the endpoint that reports the connections not accepted.)
+        self.assertEqual(listener.endpoint.endpoint._backlog, LISTEN_BACKLOG)
 
 
 class FileLimitTests(SynchronousTestCase):

@@ -180,23 +180,26 @@ class RelayTests(SynchronousTestCase):
 
     def test_upstreamLost(self) -> None:
         """
-        When the destination's connection is lost, the client's is closed
-        after its pending bytes, and the reason is recorded.
+        When the destination's connection is lost abnormally, the client's
+        is aborted (a transport with no socket under it at once: what it
+        was given is its own), and the reason is recorded.
         """
         relay = self.start()
         self.upstream.connectionLost(Failure(ConnectionLost("reset")))
-        self.assertTrue(self.clientTransport.disconnecting)
+        self.assertTrue(self.clientTransport.aborted)
         self.assertIsNone(self.clientTransport.producer)
         self.assertTrue(relay.closed)
         self.assertIn("destination connection lost", self.record.reason)
 
     def test_clientLost(self) -> None:
         """
-        When the client's connection is gone, the destination's is closed.
+        When the client's connection is gone cleanly, the destination's is
+        closed (not aborted).
         """
         self.start()
         self.client.handler.connectionLost(Failure(ConnectionDone()))
         self.assertTrue(self.upstreamTransport.disconnecting)
+        self.assertFalse(self.upstreamTransport.aborted)
         self.assertIsNone(self.record.reason)
         self.upstream.connectionLost(Failure(ConnectionDone()))
 

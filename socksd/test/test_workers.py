@@ -310,6 +310,28 @@ class AdoptedPortsTests(TestCase):
         await service.stopService()
         self.assertRaises(OSError, os.fstat, adopted)
 
+    async def test_acceptErrors(self) -> None:
+        """
+        With an L{AcceptErrors}, the adopted ports' accept loops report to
+        it.
+        """
+        from twisted.internet import reactor
+
+        from socksd.service.listen import AcceptErrors
+
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        errors = AcceptErrors(reactor)
+        service = AdoptedPortsService(
+            reactor, [os.dup(listener.fileno())], Factory(), errors
+        )
+        service.startService()
+        [port] = service._ports
+        self.assertIs(port._logger.observer, errors)
+        await service.stopService()
+
 
 class HangupTests(SynchronousTestCase):
     """

@@ -17,7 +17,8 @@ class Command:
     The base of the commands: one object per request, made by the
     L{socksd.server.pipeline.Pipeline} from the factory's C{commands}
     registry, which then calls L{start} (once the policy allowed the
-    request) and, if the client leaves first, L{stop}.
+    request); if the client sends EOF while the command is in progress,
+    L{readConnectionLost}; and if the client leaves first, L{stop}.
 
     A command reports through its pipeline: C{refuse}, C{answer},
     C{sendSuccess}, C{startTunnel}, C{handOver}.
@@ -49,6 +50,15 @@ class Command:
     def start(self, decision: Decision) -> None:
         """Serve the request, which C{decision} allowed."""
         raise NotImplementedError()
+
+    def readConnectionLost(self) -> None:
+        """
+        The client sent EOF while the command is in progress: by default,
+        go on (the reply still reaches the client, whose reading side is
+        open).  A command whose result nobody can use any more ends itself
+        (L{socksd.server.commands.Bind}, and
+        L{socksd.server.commands.Connect} with no bytes to deliver).
+        """
 
     def stop(self) -> None:
         """The client left: stop what is in progress, free what is held."""

@@ -31,6 +31,12 @@ waits for a peer:
     soon as it arrives;
   - after C{ServerConfig.bindTimeout} seconds with no connection, the client
     gets a failure reply (TTL expired for SOCKS5, 91 for SOCKS4);
+  - a client that sends EOF while its BIND waits for the peer waits for
+    nothing: the BIND ends at once (the listening socket is closed, and so
+    is the client's connection);
+  - one client address may have C{ServerConfig.maxPendingBindsPerClient}
+    BINDs waiting for their peer at once (32 by default); one more gets a
+    failure reply (general failure, 91 for SOCKS4);
   - the second reply carries the peer's address and port, then the relay
     joins the two connections.  Bytes the client sent while waiting reach
     the peer first.
@@ -58,6 +64,7 @@ from socksd.errors import (
 )
 from socksd.interfaces import ConnectContext, Decision
 from socksd.server.commands._base import Command
+from socksd.server.limits import clientKey
 from socksd.server.relay import UpstreamProtocol, abortTransport, boundDestination
 from socksd.server.relay._transport import acceptOneAtATime, stopAccepting
 from socksd.server.socks6.stack import applyStackOptions
@@ -272,6 +279,7 @@ class Bind(Command):
         "_timer",
         "_peer",
         "_listener",
+        "_pending",
     )
 
     def __init__(self, pipeline: Any) -> None:
@@ -284,6 +292,8 @@ class Bind(Command):
         self._timer: Any = None
         self._peer: _BoundProtocol | None = None
         self._listener: BacklogListener | None = None
+        #: The client key counted in the factory's pendingBinds, or None.
+        self._pending: Any = None
 
     @property
     def connection(self) -> Any:
@@ -331,6 +341,12 @@ class Bind(Command):
         """Listen (or join a session's listener), then wait for the peer."""
         pipeline = self.pipeline
         request = pipeline.request
+        if pipeline.clientEnded:
+            # The request came with the client's EOF: nobody waits for a
+            # peer.
+            self.finished = True
+            self.connection.finish("client sent EOF before the BIND was up")
+            return
         if request.version == 6:
             self._options = applyStackOptions(
                 request.socks6.stackOptions,
@@ -390,6 +406,8 @@ class Bind(Command):
         and start the timer.
         """
         factory = self.pipeline.factory
+        if not self._claimPending():
+            return
         try:
             self._port = factory.reactor.listenTCP(
                 port, BindListener(self), interface=host
@@ -411,7 +429,44 @@ class Bind(Command):
         if timeout is not None:
             self._timer = factory.reactor.callLater(timeout, self._timedOut)
 
+    def _claimPending(self) -> bool:
+        """
+        Count this BIND among its client address's pending ones; when that
+        address has C{maxPendingBindsPerClient} already, refuse instead.
+
+        @return: C{False} after refusing.
+        """
+        factory = self.pipeline.factory
+        cap = factory.config.maxPendingBindsPerClient
+        table = factory.pendingBinds
+        if table is None:
+            table = factory.pendingBinds = {}
+        key = clientKey(self.connection.record.client)
+        held = table.get(key, 0)
+        if cap is not None and held >= cap:
+            self.fail(
+                GeneralFailure(f"too many pending BINDs from this client ({cap})"),
+                f"too many pending BINDs from this client ({cap})",
+            )
+            return False
+        table[key] = held + 1
+        self._pending = key
+        return True
+
+    def _releasePending(self) -> None:
+        """This BIND waits no more: count it out."""
+        key, self._pending = self._pending, None
+        if key is None:
+            return
+        table = self.pipeline.factory.pendingBinds
+        left = table.get(key, 0) - 1
+        if left > 0:
+            table[key] = left
+        else:
+            table.pop(key, None)
+
     def _stopListening(self) -> None:
+        self._releasePending()
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
@@ -474,6 +529,16 @@ class Bind(Command):
             splice=False,
         )
 
+    def readConnectionLost(self) -> None:
+        """
+        The client sent EOF while its BIND waits for the peer: nobody
+        waits for it any more; end it, and close the client, now.
+        """
+        if self.finished:
+            return
+        self.connection.finish("client sent EOF while waiting for the BIND peer")
+        self.stop()
+
     def stop(self) -> None:
         """The client left: stop listening, and drop a peer not yet relayed."""
         if not self.finished:
@@ -530,6 +595,8 @@ class Bind(Command):
         A further BIND of the session to C{listener}'s address: the first
         reply now, the second when the next connection is accepted.
         """
+        if not self._claimPending():
+            return
         self.pipeline.sendSuccess(listener.bound, self._options, now=False)
         self._startTimer()
         listener.wait(self)

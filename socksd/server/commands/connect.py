@@ -2,6 +2,13 @@
 CONNECT, for every version: check the resolved addresses where the policy
 asks, connect through the upstream within C{connectTimeout}, then reply and
 relay.
+
+A client that sends EOF before the reply, with no bytes for the
+destination, waits for nothing: the attempt is given up and the connection
+closed at once (it would otherwise hold a descriptor, and a place in the
+connection limits, until the connect timeout).  With bytes kept for the
+destination, the attempt goes on, and the destination gets them, then the
+EOF.
 """
 
 from __future__ import annotations
@@ -160,6 +167,11 @@ class Connect(Command):
         it and the upstream resolves names here; then L{connect}.
         """
         pipeline = self.pipeline
+        if pipeline.clientEnded and not pipeline.earlyData():
+            # The request came with the client's EOF and no data: nobody
+            # waits for the tunnel.
+            pipeline.connection.finish("client sent EOF before the tunnel was up")
+            return
         factory = pipeline.factory
         upstream = decision.upstream or factory.upstream
         if decision.checkAddresses and resolvesLocally(upstream):
@@ -303,6 +315,20 @@ class Connect(Command):
         self.pipeline.connection.bug(
             "handling the upstream connection failed", failure
         )
+
+    def readConnectionLost(self) -> None:
+        """
+        The client sent EOF while connecting: with bytes kept for the
+        destination, go on (it gets them, then the EOF); with none, give
+        up the attempt and close now.
+        """
+        attempt = self._attempt
+        pipeline = self.pipeline
+        if attempt is None or pipeline.earlyData():
+            return
+        pipeline.connection.finish("client sent EOF while connecting")
+        self._stopTimer()
+        attempt.cancel()
 
     def stop(self) -> None:
         """The client left: give up on the attempt in progress."""

@@ -5,18 +5,25 @@ The relays and the connection look inside Twisted's plain TCP transports
 (C{tcp.Server}, C{tcp.Client}) and listening ports for speed: to send a
 reply at once rather than after a turn of the reactor (L{writeNow}), to
 take a socket over for splice(2) (L{takeBuffered}, L{TakenSocket},
-L{closeNow}), to accept one connection at a time
-(L{acceptOneAtATime}).  Those reads and writes of Twisted's private or
-undocumented attributes (C{_tempDataBuffer}, C{dataBuffer}, C{offset},
-C{_writeDisconnecting}, C{_writeDisconnected}, C{_shouldShutdown},
-C{socket}, C{reactor}, C{doRead}/C{doWrite}, C{numberAccepts} ...) are all
-here, so that a change in Twisted is met in this one module.  The helpers
-that only use the transport interfaces (L{setNoDelay}, L{abortTransport},
+L{closeNow}), to reset a connection once what it holds is delivered
+(L{abortAfterWriting}), to tell a reset reported as a hang-up from an EOF
+(L{socketError}), to accept one connection at a time
+(L{acceptOneAtATime}), and to report a listening port's accept failures
+elsewhere (L{redirectAcceptLog}).  Those reads and writes of Twisted's
+private or undocumented attributes (C{_tempDataBuffer}, C{dataBuffer},
+C{offset}, C{_writeDisconnecting}, C{_writeDisconnected},
+C{_shouldShutdown}, C{socket}, C{reactor}, C{doRead}/C{doWrite},
+C{numberAccepts}, C{_logger} ...) are all here, so that a change in
+Twisted is met in this one module.  The helpers that only use the
+transport interfaces (L{setNoDelay}, L{abortTransport},
 L{boundDestination}) live here too.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
 from ipaddress import IPv4Address, ip_address
 from typing import Any
 
@@ -29,6 +36,10 @@ __all__ = [
     "boundDestination",
     "setNoDelay",
     "abortTransport",
+    "abortAfterWriting",
+    "socketError",
+    "unsentBytes",
+    "ABORT_GRACE",
     "tcpTransports",
     "openPlainTcp",
     "plainTcpOf",
@@ -39,6 +50,7 @@ __all__ = [
     "closeNow",
     "stopAccepting",
     "acceptOneAtATime",
+    "redirectAcceptLog",
 ]
 
 _UNSPECIFIED = Destination(IPv4Address(0), 0)
@@ -88,6 +100,157 @@ def abortTransport(transport: Any) -> None:
         abort()
     else:
         transport.loseConnection()
+
+
+def socketError(transport: Any) -> OSError | None:
+    """
+    Take the error C{transport}'s socket holds (C{SO_ERROR}), if any: a
+    reset the reactor reported as a hang-up.
+
+    Out of a hang-up event (C{EPOLLHUP}) without data to read, Twisted
+    reports the end of a socket's reading as an EOF; but a reset racing
+    with the reactor's look at the socket shows as such a hang-up too
+    (the kernel marks the socket closed before it marks it shut for
+    reading).  The reset's error is set before either, so an end with an
+    error here was a reset, not an EOF.  C{transport} is a plain TCP one,
+    or anything with its C{socket} (socksd's client tunnel); others have
+    none to look at.
+
+    @return: the error, or L{None}.
+    """
+    sock = getattr(transport, "socket", None)
+    if sock is None:
+        return None
+    try:
+        code = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
+    except (OSError, AttributeError, TypeError):
+        return None
+    if not code:
+        return None
+    return OSError(code, os.strerror(code))
+
+
+_SOL_SOCKET = socket.SOL_SOCKET
+_SO_ERROR = socket.SO_ERROR
+
+
+#: Seconds L{abortAfterWriting} waits, at most, for a transport's bytes to
+#: be delivered before it resets the connection anyway (a peer that reads
+#: nothing would otherwise hold it forever).
+ABORT_GRACE = 5.0
+
+#: The C{ioctl} that tells how many bytes a socket's send queue holds, not
+#: yet acknowledged by the peer (Linux's C{SIOCOUTQ}, also C{TIOCOUTQ});
+#: L{None} where unknown.
+_SIOCOUTQ: int | None = 0x5411 if sys.platform.startswith("linux") else None
+
+
+def _lowestConnection(transport: Any) -> Any:
+    """
+    The socket transport (Twisted's C{tcp.Connection}: TCP, or a UNIX
+    socket) under C{transport}: itself, or what a TLS layer, a protocol
+    wrapper (PROXY protocol) or socksd's client tunnel
+    (L{socksd.client.TunnelTransport}, through C{proxyTransport}) runs
+    over; L{None} when there is none (an in-memory transport).
+    """
+    from twisted.internet import tcp
+
+    for _ in range(16):
+        if isinstance(transport, tcp.Connection):
+            return transport
+        inner = getattr(transport, "proxyTransport", None)
+        if inner is None:
+            inner = getattr(transport, "transport", None)
+        if inner is None or inner is transport:
+            return None
+        transport = inner
+    return None
+
+
+def unsentBytes(connection: Any) -> int:
+    """
+    How many bytes the socket transport C{connection} (a C{tcp.Connection})
+    still has to deliver: what it buffers, plus (on Linux) what its
+    socket's send queue holds that the peer has not acknowledged.
+    """
+    count = len(connection.dataBuffer) - connection.offset + connection._tempDataLen
+    if _SIOCOUTQ is not None:
+        import fcntl
+        import struct
+
+        try:
+            queued = fcntl.ioctl(connection.socket.fileno(), _SIOCOUTQ, b"\0\0\0\0")
+            count += struct.unpack("i", queued)[0]
+        except (OSError, ValueError):
+            pass
+    return count
+
+
+class _AbortWhenWritten:
+    """
+    The wait of one L{abortAfterWriting}: look at the connection's unsent
+    bytes, more and more rarely (from a millisecond to 50 ms between
+    looks); reset it once they are delivered, or at the deadline.
+    """
+
+    __slots__ = ("transport", "connection", "reactor", "deadline", "delay")
+
+    def __init__(self, transport: Any, connection: Any, reactor: Any, grace: float) -> None:
+        self.transport = transport
+        self.connection = connection
+        self.reactor = reactor
+        self.deadline = reactor.seconds() + grace
+        self.delay = 0.001
+
+    def check(self) -> None:
+        connection = self.connection
+        if connection.disconnected or not connection.connected:
+            return
+        try:
+            unsent = unsentBytes(connection)
+        except Exception:
+            unsent = 0
+        if unsent <= 0 or self.reactor.seconds() >= self.deadline:
+            abortTransport(self.transport)
+            return
+        self.reactor.callLater(self.delay, self.check)
+        self.delay = min(self.delay * 2, 0.05)
+
+
+def abortAfterWriting(transport: Any, reactor: Any, grace: float | None = None) -> None:
+    """
+    Reset C{transport}'s connection (RST, as C{abortConnection} does) once
+    the bytes written to it are delivered: the other side of a tunnel was
+    lost abnormally, and this peer is to get everything that came before,
+    then learn that the end was not clean (a clean EOF would make a
+    download cut short look complete).
+
+    Nothing more is read from C{transport}.  Its buffered bytes are written
+    as usual; the connection is reset once none is left unacknowledged in
+    its socket (with C{SO_LINGER} 0 the kernel would drop them), or after
+    C{grace} seconds.  A transport with no socket under it (in memory) is
+    aborted at once.
+
+    @param reactor: an C{IReactorTime}, for the wait.
+    @param grace: the longest wait, in seconds; L{None}: L{ABORT_GRACE}.
+    """
+    connection = _lowestConnection(transport)
+    if connection is None or not connection.connected or connection.disconnected:
+        abortTransport(transport)
+        return
+    if connection.disconnecting and not connection._writeDisconnected:
+        # Twisted asked for a clean close itself: a transport that is lost
+        # stops its producer, which was this one (the relay's backpressure),
+        # and a stopped transport closes once its buffer is written.  Take
+        # that back; the reset below ends the connection.
+        connection.disconnecting = False
+    try:
+        connection.stopReading()
+    except Exception:
+        pass
+    if grace is None:
+        grace = ABORT_GRACE
+    _AbortWhenWritten(transport, connection, reactor, grace).check()
 
 
 #: Twisted's plain TCP transport classes, once L{tcpTransports} looked them
@@ -273,3 +436,27 @@ def acceptOneAtATime(port: Any) -> None:
     """
     port.numberAccepts = 1
     port.startReading()
+
+
+def redirectAcceptLog(port: Any, observer: Any) -> bool:
+    """
+    Send the events the listening C{port} (Twisted's C{tcp.Port} or
+    C{unix.Port}) logs about its accept loop (C{"Could not accept new
+    connection (EMFILE)"}, the C{EMFILE} recovery's) to C{observer}, an
+    C{ILogObserver}, instead of the global log publisher.
+
+    Twisted's port builds the logger of each accept loop from its own
+    C{_logger}'s namespace and observer: this gives the port its own
+    logger, with the same namespace and C{observer}.
+
+    @return: C{False}, changing nothing, when C{port} is not such a port.
+    """
+    from twisted.internet import tcp
+    from twisted.logger import Logger
+
+    if not isinstance(port, tcp.Port):
+        return False
+    current = getattr(port, "_logger", None)
+    namespace = getattr(current, "namespace", None) or type(port).__module__
+    port._logger = Logger(namespace=namespace, source=port, observer=observer)
+    return True

@@ -23,7 +23,12 @@ the pipe drained.  It keeps the ordinary relay's
   - Byte accounting: C{byteCounts()}, as the ordinary relay, for the
     connection's log event.
   - Teardown: both transports are closed through Twisted, so each protocol's
-    C{connectionLost} runs and the connection's log event is emitted.
+    C{connectionLost} runs and the connection's log event is emitted.  When
+    one side is lost abnormally (a reset, an error), what was on its way to
+    the other side (pending, or in the pipe) goes back into the other's
+    Twisted transport, which resets the connection once it is delivered
+    (L{socksd.server.relay._transport.abortAfterWriting}), as the ordinary
+    relay does.
   - Idle timeout: the same periodic check of the byte counters.
 
 Each socket gets one L{TakenSocket}.  The transports stay registered with
@@ -65,7 +70,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from socksd.server.relay._transport import (
+    abortAfterWriting,
     closeNow,
+    socketError,
     plainTcpOf,
     TakenSocket,
     setNoDelay,
@@ -392,6 +399,25 @@ class _SpliceDirection:
             relay._wantRead(self.source, True)
         return True
 
+    def takeHeld(self) -> bytes:
+        """
+        Take what is still to be written to the sink: the pending bytes,
+        then the pipe's (read into Python: at most the pipe's size).
+        """
+        chunks = [self.pending]
+        self.pending = b""
+        while self.inPipe > 0:
+            try:
+                data = os.read(self.pipeRead, self.inPipe)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+            self.inPipe -= len(data)
+        self.inPipe = 0
+        return b"".join(chunks)
+
     def _finish(self) -> None:
         if self.done:
             return
@@ -589,7 +615,7 @@ class SpliceRelay(IdleWatch):
 
     def _socketError(self, side: TakenSocket, error: OSError) -> None:
         """Reading or writing C{side}'s socket failed: the connection is
-        gone; close the other one."""
+        gone; reset the other one after what was on its way to it."""
         if self.closed:
             return
         name = "client" if side is self._client else "destination"
@@ -606,50 +632,63 @@ class SpliceRelay(IdleWatch):
             self._record.setReason(f"relay failed: {reason.getErrorMessage()}")
         self._teardown(side)
 
-    def _teardown(self, broken: TakenSocket) -> None:
-        """C{broken}'s connection failed: abort it; close the other after
-        what can still be written to it now."""
+    def _teardown(self, broken: TakenSocket, reset: bool = True) -> None:
+        """
+        C{broken}'s connection failed or is gone: abort it if it is still
+        open; the other gets back, in its Twisted transport, what was on
+        its way to it (pending and in the pipe), and is reset once that is
+        delivered (with C{reset} false: closed with an EOF after it).
+        """
         self.closed = True
         self._stopIdleTimer()
         other = self._upstream if broken is self._client else self._client
         toOther = self.up if other is self._upstream else self.down
-        try:
-            while toOther.pending:
-                toOther.pending = toOther.pending[other.sock.send(toOther.pending) :]
-            while toOther.inPipe:
-                toOther.inPipe -= _SPLICE(
-                    toOther.pipeRead, other.fd, toOther.inPipe, flags=_FLAGS
-                )
-        except OSError:
-            pass
+        held = toOther.takeHeld()
         self._release()
-        broken.transport.abortConnection()
-        other.transport.loseConnection()
+        brokenTransport = broken.transport
+        if brokenTransport.connected and not brokenTransport.disconnected:
+            brokenTransport.abortConnection()
+        transport = other.transport
+        if held:
+            transport.write(held)
+        if reset:
+            abortAfterWriting(transport, self._reactor)
+        else:
+            transport.loseConnection()
 
     def _hungUp(self, side: TakenSocket) -> None:
-        """The reactor unregistered C{side}'s reading at a hang-up."""
+        """
+        The reactor unregistered C{side}'s reading at a hang-up: the source
+        ended; with an EOF, or with a reset the reactor saw as a hang-up
+        (L{socksd.server.relay._transport.socketError}).
+        """
         side.reading = False
         direction = side.feeds
-        if not self.closed and not direction.ended:
-            direction.sourceEnded()
+        if self.closed or direction.ended:
+            return
+        error = socketError(side.transport)
+        if error is not None:
+            self._socketError(side, error)
+            return
+        direction.sourceEnded()
 
     def _lost(self, side: TakenSocket, reason: Failure) -> None:
-        """A transport's C{connectionLost} ran."""
+        """
+        A transport's C{connectionLost} ran: the other side gets what was
+        on its way to it, then an EOF if the loss was clean, else a reset.
+        """
         # The transport unregistered itself.
         side.reading = side.writing = False
         if self.closed:
             self._stopIdleTimer()
             return
-        self.closed = True
-        self._stopIdleTimer()
-        self._release()
-        if self._record is not None and not reason.check(ConnectionDone):
+        clean = reason.check(ConnectionDone) is not None
+        if self._record is not None and not clean:
             name = "client" if side is self._client else "destination"
             self._record.setReason(
                 f"{name} connection lost: {reason.getErrorMessage()}"
             )
-        other = self._upstream if side is self._client else self._client
-        other.transport.loseConnection()
+        self._teardown(side, reset=not clean)
 
     def _early(self, side: TakenSocket, data: bytes) -> None:
         """A transport delivered bytes after the takeover (cannot happen

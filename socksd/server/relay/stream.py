@@ -17,7 +17,11 @@ installs one L{RelayDirection} as the handler of each side.
     writing is shut down after the bytes in flight, and the other direction
     goes on; when both directions have ended, both connections are closed.
   - Teardown: when either connection is lost, the other is closed after its
-    pending bytes.
+    pending bytes: with an EOF when the loss was clean (C{ConnectionDone}),
+    else reset (RST) once those bytes are delivered
+    (L{socksd.server.relay._transport.abortAfterWriting}), so that a
+    destination's reset reaches the client as a reset, and a transfer cut
+    short never looks complete.  The reason is looked at once, at the loss.
   - Idle timeout: optional; see L{Relay} (and L{IdleWatch}, which the
     splice relay shares).
 
@@ -29,14 +33,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from socksd.server.relay._transport import abortTransport, unregisterProducer
+from socksd.server.relay._transport import (
+    abortAfterWriting,
+    abortTransport,
+    socketError,
+    unregisterProducer,
+)
 
 __all__ = [
     "Relay",
@@ -180,16 +189,23 @@ class RelayDirection:
 
     def readConnectionLost(self) -> None:
         """The source sent EOF: shut down writing to the sink, after the
-        bytes in flight."""
+        bytes in flight.  (A reset the reactor reported as a hang-up is
+        a loss, not an EOF: see L{socketError}.)"""
         if not self.ended:
             self.ended = True
+            error = socketError(self.source)
+            if error is not None:
+                self.relay._lost(self, Failure(ConnectionLost(error.strerror)))
+                abortTransport(self.source)
+                return
             self.relay._readEnded(self)
 
     def writeConnectionLost(self) -> None:
         """Writing to the source was shut down; the other direction knows."""
 
     def connectionLost(self, reason: Failure) -> None:
-        """The source's connection is gone: close the sink's."""
+        """The source's connection is gone: close the sink's (with an EOF,
+        or a reset if the loss was not clean)."""
         if self.throttle is not None:
             self.throttle.stop()
         self.relay._lost(self, reason)
@@ -318,13 +334,17 @@ class Relay(IdleWatch):
             transport.loseConnection()
 
     def _lost(self, direction: RelayDirection, reason: Failure) -> None:
-        """C{direction}'s source connection is gone."""
+        """
+        C{direction}'s source connection is gone: close its sink after
+        what it holds, with an EOF for a clean loss, else a reset.
+        """
         if self.closed:
             self._stopIdleTimer()
             return
         self.closed = True
         self._stopIdleTimer()
-        if self._record is not None and not reason.check(ConnectionDone):
+        clean = reason.check(ConnectionDone) is not None
+        if self._record is not None and not clean:
             side = "client" if direction is self.up else "destination"
             self._record.setReason(
                 f"{side} connection lost: {reason.getErrorMessage()}"
@@ -332,4 +352,9 @@ class Relay(IdleWatch):
         sink = direction.sink
         unregisterProducer(direction.source)
         unregisterProducer(sink)
-        sink.loseConnection()
+        if clean:
+            sink.loseConnection()
+        else:
+            # What the sink holds is delivered, then the connection reset:
+            # the other side's end was not clean, and so is this one's.
+            abortAfterWriting(sink, self._reactor)
