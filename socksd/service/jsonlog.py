@@ -28,6 +28,7 @@ C{worker N (pid P): [namespace] text} as before (L{eventFromWorker}).
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from datetime import datetime
@@ -58,7 +59,9 @@ RESERVED = ("time", "level", "namespace", "text", "failure")
 
 #: The keys of events from Twisted's legacy log (C{log.msg}) that are
 #: its machinery, not fields.
-_LEGACY = frozenset({"message", "system", "isError", "format", "time", "printed", "why", "failure"})
+_LEGACY = frozenset(
+    {"message", "system", "isError", "format", "time", "printed", "why", "failure"}
+)
 
 _NATIVE = (str, int, bool, type(None))
 
@@ -68,7 +71,7 @@ def _jsonValue(value: Any) -> Any:
     if isinstance(value, _NATIVE):
         return value
     if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), -float("inf")) else str(value)
+        return value if math.isfinite(value) else str(value)
     if isinstance(value, (list, tuple, dict)):
         try:
             json.dumps(value, allow_nan=False)
@@ -155,8 +158,12 @@ class JSONLineObserver:
             line = jsonLine(event)
         except Exception as error:
             line = json.dumps(
-                {"time": None, "level": "error", "namespace": "socksd.service.jsonlog",
-                 "text": f"an event could not be written as JSON: {error!r}"}
+                {
+                    "time": None,
+                    "level": "error",
+                    "namespace": "socksd.service.jsonlog",
+                    "text": f"an event could not be written as JSON: {error!r}",
+                }
             )
         self._stream.write(self._prefix + line + "\n")
         reactor = self._reactor

@@ -692,4 +692,7 @@ class WorkerRecordsTests(SynchronousTestCase):
         parent.accessLog.flush()
         with open(path, "rb") as reader:
             lines = reader.read().splitlines()
-        self.assertEqual([json.loads(l) for l in lines], [accessRecord(tunnelRecord(), 1001)] * 3)
+        self.assertEqual(
+            [json.loads(line) for line in lines],
+            [accessRecord(tunnelRecord(), 1001)] * 3,
+        )
