@@ -6,7 +6,8 @@ RFC codes of its SOCKS version, Tor's extended codes (proposal 304, only with
 C{--extended-errors}), or proposal 229's codes (only after the client offered
 method 0x97).  Protocols call L{replyFor} and L{successFor}; they never write
 a numeric code themselves.  Client endpoints call L{errorForReply} to turn a
-proxy's failure code back into a typed error.
+proxy's failure code back into a typed error.  Logs that want one
+vocabulary for every version (the access log) call L{commonReplyName}.
 
 This module imports nothing from Twisted: Twisted's connection errors are
 recognised by their qualified class names.
@@ -30,6 +31,8 @@ __all__ = [
     "successFor",
     "errorForReply",
     "classify",
+    "commonReplyName",
+    "COMMON_REPLY_NAMES",
 ]
 
 
@@ -267,3 +270,57 @@ def errorForReply(code: int, profile: ReplyProfile) -> E.SocksError:
         0x09: E.ConnectTimeout,
     }.get(code, E.GeneralFailure)
     return fallback(f"the proxy replied {code:#04x}", replyCode=code)
+
+
+#: The replies whose names differ from SOCKS5's, by the name the connection's
+#: log event gives them, and the SOCKS5 name they stand for (see
+#: L{commonReplyName}).
+COMMON_REPLY_NAMES: dict[str, str] = {
+    # SOCKS4 and SOCKS4A
+    "GRANTED": "SUCCEEDED",
+    "REJECTED": "GENERAL_FAILURE",
+    "IDENTD_UNREACHABLE": "AUTHENTICATION_FAILED",
+    "USERID_MISMATCH": "AUTHENTICATION_FAILED",
+    # SOCKS6 (its other names are SOCKS5's)
+    "SUCCESS": "SUCCEEDED",
+    "TIMEOUT": "TTL_EXPIRED",
+    # HTTP CONNECT and the HTTP page
+    "HTTP_200": "SUCCEEDED",
+    "HTTP_400": "GENERAL_FAILURE",
+    "HTTP_403": "NOT_ALLOWED",
+    "HTTP_405": "COMMAND_NOT_SUPPORTED",
+    "HTTP_407": "AUTHENTICATION_FAILED",
+    "HTTP_431": "GENERAL_FAILURE",
+    "HTTP_501": "NOT_A_PROXY_REQUEST",
+    "HTTP_502": "GENERAL_FAILURE",
+    "HTTP_504": "TTL_EXPIRED",
+}
+
+
+def commonReplyName(name: str | None) -> str | None:
+    """
+    The name of a reply in one vocabulary for every version: SOCKS5's reply
+    names (C{SUCCEEDED}, C{GENERAL_FAILURE}, C{NOT_ALLOWED},
+    C{NETWORK_UNREACHABLE}, C{HOST_UNREACHABLE}, C{CONNECTION_REFUSED},
+    C{TTL_EXPIRED}, C{COMMAND_NOT_SUPPORTED}, C{ADDRESS_TYPE_NOT_SUPPORTED};
+    Tor's extended and proposal 229's names as they are), plus
+    C{AUTHENTICATION_FAILED} (a refused login, in any version),
+    C{NO_ACCEPTABLE_METHODS} (SOCKS5's method refusal),
+    C{VERSION_MISMATCH} (SOCKS6's) and C{NOT_A_PROXY_REQUEST} (the "this is
+    a SOCKS proxy" page for an HTTP request).  SOCKS4's C{GRANTED} and
+    C{REJECTED}, SOCKS6's C{SUCCESS} and C{TIMEOUT}, and HTTP's statuses
+    become the SOCKS5 name they stand for (L{COMMON_REPLY_NAMES}); an HTTP
+    status that stands for several SOCKS5 codes (502) becomes
+    C{GENERAL_FAILURE}.
+
+    @param name: the reply's name in the connection's log event, or L{None}
+        when no reply was sent.
+    """
+    if name is None:
+        return None
+    common = COMMON_REPLY_NAMES.get(name)
+    if common is not None:
+        return common
+    if name.startswith("HTTP_"):
+        return "GENERAL_FAILURE"
+    return name

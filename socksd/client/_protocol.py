@@ -506,7 +506,12 @@ class SocksClientProtocol(Protocol):
 
 
 class _OneProtocolFactory(Factory):
-    """Builds the one L{SocksClientProtocol} of a connection attempt."""
+    """
+    Builds the one L{SocksClientProtocol} of a connection attempt (quietly:
+    no "Starting factory" line per connection).
+    """
+
+    noisy = False
 
     def __init__(self, build: Callable[[IAddress], SocksClientProtocol]) -> None:
         self._build = build

@@ -844,6 +844,7 @@ def socks6UdpAssociate(
         return made
 
     factory = Factory()
+    factory.noisy = False
     factory.buildProtocol = lambda addr: Socks6UdpAssociation(  # type: ignore[method-assign]
         receiver, dtls
     )

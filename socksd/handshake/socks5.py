@@ -275,6 +275,7 @@ class Socks5Handshake:
             Refuse(
                 self.codec.send(self._authReply(_AUTH_FAILURE)),
                 f"authentication failed for user {shown!r}",
+                "AUTHENTICATION_FAILED",
             )
         ]
 

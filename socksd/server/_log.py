@@ -43,16 +43,36 @@ client's connection is gone.  The event's fields:
     formats the event: the event's format is C{"{summary}"}, so that
     formatting costs one field, not one per field.  It is for text only;
     read the other fields.
+
+With C{--access-log}, the same record also becomes one access record
+(L{accessRecord}): a JSON-ready mapping with the address the tunnel
+connected to and the reply in one vocabulary for every version
+(L{socksd.replies.commonReplyName}); L{socksd.service.accesslog} writes
+them.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from json.encoder import encode_basestring_ascii
 from enum import IntEnum
 from typing import Any
 
 from twisted.logger import Logger
 
-__all__ = ["ConnectionRecord", "log", "commandName", "addressText"]
+from socksd.replies import COMMON_REPLY_NAMES, commonReplyName
+
+__all__ = [
+    "ConnectionRecord",
+    "log",
+    "commandName",
+    "addressText",
+    "peerText",
+    "accessRecord",
+    "accessLine",
+    "ACCESS_FIELDS",
+    "isoTime",
+]
 
 #: The logger of the per-connection events.
 log = Logger(namespace="socksd.connection")
@@ -105,6 +125,41 @@ def addressText(address: Any) -> str:
             return f"[{host}]:{port}"
         return f"{host}:{port}"
     return str(address)
+
+
+def peerText(address: Any) -> str | None:
+    """
+    Show a Twisted C{IPv4Address} or C{IPv6Address} as C{host:port} (IPv6
+    in brackets); L{None} for other addresses (a C{HostnameAddress}: a name
+    the upstream proxy resolves, not this server).
+    """
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if isinstance(host, str) and isinstance(port, int):
+        if ":" in host:
+            return f"[{host}]:{port}"
+        return f"{host}:{port}"
+    return None
+
+
+#: The last whole second L{isoTime} showed, and its text up to the second.
+_isoSecond: list[Any] = [None, ""]
+
+
+def isoTime(seconds: float) -> str:
+    """
+    C{seconds} since the epoch as ISO 8601 UTC, to the millisecond:
+    C{"2026-01-31T12:00:00.123Z"}.  (The text up to the second is kept for
+    the next call in the same second.)
+    """
+    whole = int(seconds)
+    cached = _isoSecond
+    if cached[0] != whole:
+        cached[1] = datetime.fromtimestamp(whole, timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%S."
+        )
+        cached[0] = whole
+    return "%s%03dZ" % (cached[1], (seconds - whole) * 1000)
 
 
 class _Summary:
@@ -199,6 +254,10 @@ class ConnectionRecord:
 
     @ivar relay: the relay once the tunnel is up, whose counters give the
         byte counts.
+    @ivar upstreamTransport: the transport of the tunnel's upstream
+        connection, once connected (its C{getPeer()} is the address
+        connected to), else L{None}.  It is kept as it is, and only looked
+        at for an access record (L{accessRecord}).
     @ivar started: the reactor time the connection was made.
     """
 
@@ -216,6 +275,7 @@ class ConnectionRecord:
         "relay",
         "started",
         "emitted",
+        "upstreamTransport",
     )
 
     def __init__(self, client: Any, started: float) -> None:
@@ -232,6 +292,7 @@ class ConnectionRecord:
         self.reason: str | None = None
         self.relay: Any = None
         self.emitted = False
+        self.upstreamTransport: Any = None
 
     def setReason(self, reason: str) -> None:
         """Say how the connection ends, unless that was already said."""
@@ -318,3 +379,177 @@ class ConnectionRecord:
                 duration,
             ),
         )
+
+
+def _userName(user: Any) -> str | None:
+    """The name the log gives an avatar (or a user name)."""
+    if user is None:
+        return None
+    if not isinstance(user, str):
+        name = getattr(user, "name", None)
+        user = name if isinstance(name, str) else str(user)
+    return _printable(user)
+
+
+def _accessValues(record: ConnectionRecord, now: float) -> tuple[Any, ...]:
+    """
+    The values of an access record, in the order of L{ACCESS_FIELDS}.  (It
+    runs for every connection with C{--access-log}: the usual cases are
+    inlined.)
+    """
+    relay = record.relay
+    bytesUp, bytesDown = (0, 0) if relay is None else relay.byteCounts()
+    reply = record.reply
+    if reply is not None:
+        if reply.__class__ is not str:
+            reply = reply._name_  # an IntEnum's name, without its property
+        common = COMMON_REPLY_NAMES.get(reply)
+        if common is not None:
+            reply = common
+        elif reply.startswith("HTTP_"):
+            reply = commonReplyName(reply)
+    code = record.commandCode
+    command = None
+    if code is not None:
+        command = _COMMAND_NAMES.get(code) or commandName(code)
+    destination = record.destination
+    if destination is not None:
+        destination = str(destination)
+        if not destination.isprintable():
+            destination = _printable(destination)
+    address = None
+    transport = record.upstreamTransport
+    if transport is not None:
+        try:
+            peer = transport.getPeer()
+            host = peer.host
+            if host.__class__ is str:
+                address = f"[{host}]:{peer.port}" if ":" in host else f"{host}:{peer.port}"
+        except Exception:
+            address = None
+    peer = record.client
+    host = getattr(peer, "host", None)
+    if host.__class__ is str and ":" not in host:
+        client = f"{host}:{peer.port}"
+    else:
+        client = addressText(peer)
+    if not client.isprintable():
+        client = _printable(client)
+    user = record.user
+    if user is not None:
+        user = _userName(user)
+    upstream = record.upstream
+    if upstream is not None and not upstream.isprintable():
+        upstream = _printable(upstream)
+    rule = record.rule
+    if rule is not None and not rule.isprintable():
+        rule = _printable(rule)
+    reason = record.reason or "closed"
+    if not reason.isprintable():
+        reason = _printable(reason)
+    duration = now - record.started
+    return (
+        isoTime(now),
+        client,
+        user,
+        record.version,
+        record.protocol,
+        command,
+        destination,
+        address,
+        upstream,
+        rule,
+        reply,
+        bytesUp,
+        bytesDown,
+        int(duration * 1000000) / 1000000 if duration > 0.0 else 0.0,
+        reason,
+    )
+
+
+#: The fields of an access record, in order (see L{accessRecord}).
+ACCESS_FIELDS = (
+    "time",
+    "client",
+    "user",
+    "version",
+    "protocol",
+    "command",
+    "destination",
+    "address",
+    "upstream",
+    "rule",
+    "reply",
+    "bytesUp",
+    "bytesDown",
+    "duration",
+    "reason",
+)
+
+
+def accessRecord(record: ConnectionRecord, now: float) -> dict[str, Any]:
+    """
+    The access record of a finished connection: a mapping of JSON values,
+    in this order (L{ACCESS_FIELDS}; see docs/deployment.rst):
+
+      - C{time}: when the connection ended, ISO 8601 UTC (L{isoTime});
+      - C{client}, C{user}, C{version}, C{protocol}, C{command},
+        C{destination} (as the client asked it): as in the connection's
+        log event (see the module docstring);
+      - C{address}: the address the tunnel connected to, when this server
+        knows it (L{peerText} of the upstream connection's peer: for a
+        name, the address it resolved to), else L{None};
+      - C{upstream}, C{rule}: as in the log event;
+      - C{reply}: the reply sent, in one vocabulary for every version
+        (L{socksd.replies.commonReplyName}), or L{None} when none was sent;
+      - C{bytesUp}, C{bytesDown}: bytes relayed each way;
+      - C{duration}: seconds from connecting to closing;
+      - C{reason}: how the connection ended (C{"closed"} for a tunnel that
+        ended normally).
+
+    @param now: the reactor time the connection closed.
+    """
+    return dict(zip(ACCESS_FIELDS, _accessValues(record, now)))
+
+
+_quote = encode_basestring_ascii
+
+
+def accessLine(record: ConnectionRecord, now: float) -> str:
+    """
+    The access record (L{accessRecord}) as one line of JSON, newline
+    included: what C{json.dumps} of the mapping gives (ASCII, with a space
+    after each separator), built directly, field by field, as it is made
+    for every connection.
+    """
+    (
+        time,
+        client,
+        user,
+        version,
+        protocol,
+        command,
+        destination,
+        address,
+        upstream,
+        rule,
+        reply,
+        bytesUp,
+        bytesDown,
+        duration,
+        reason,
+    ) = _accessValues(record, now)
+    return (
+        f'{{"time": "{time}", "client": {_quote(client)}, '
+        f'"user": {"null" if user is None else _quote(user)}, '
+        f'"version": {"null" if version is None else int(version)}, '
+        f'"protocol": {"null" if protocol is None else _quote(protocol)}, '
+        f'"command": {"null" if command is None else _quote(command)}, '
+        f'"destination": {"null" if destination is None else _quote(destination)}, '
+        f'"address": {"null" if address is None else _quote(address)}, '
+        f'"upstream": {"null" if upstream is None else _quote(upstream)}, '
+        f'"rule": {"null" if rule is None else _quote(rule)}, '
+        f'"reply": {"null" if reply is None else _quote(reply)}, '
+        f'"bytesUp": {int(bytesUp)}, "bytesDown": {int(bytesDown)}, '
+        f'"duration": {float(duration)!r}, "reason": {_quote(reason)}}}\n'
+    )

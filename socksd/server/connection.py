@@ -25,8 +25,9 @@ which then becomes the handler.  Once a tunnel is up, the relay's
 direction objects take its place (L{socksd.server.relay}).
 
 The connection keeps its L{ConnectionRecord} and sends its one log event
-when it is gone; it guards every entry point, so that no exception reaches
-the reactor.
+when it is gone (and, when the factory has an C{accessLog}, gives it the
+record); it guards every entry point, so that no exception reaches the
+reactor.
 """
 
 from __future__ import annotations
@@ -194,6 +195,7 @@ class SocksConnection:
     def connectionMade(self) -> None:
         """Check the client against the policy, and start the handshake timer."""
         factory = self.factory
+        factory.connections.add(self)
         client = self.transport.getPeer()
         self.record = ConnectionRecord(client, factory.reactor.seconds())
         config = factory.config
@@ -268,18 +270,29 @@ class SocksConnection:
         except Exception:
             log.failure("cleaning up a closed connection failed")
         record = self.record
+        factory = self.factory
         if record is None:
+            factory.connections.discard(self)
             return
+        now = factory.reactor.seconds()
         try:
             if record.reason is None and not reason.check(ConnectionDone):
                 record.setReason(f"connection lost: {reason.getErrorMessage()}")
-            record.emit(self.factory.reactor.seconds())
+            record.emit(now)
         except Exception:
             log.failure("logging a connection failed")
-        factory = self.factory
         if factory.extras:
             # Metrics, accounting or GSS-API: one flag for all three.
             self._closedWithExtras(factory, record)
+        accessLog = factory.accessLog
+        if accessLog is not None:
+            try:
+                accessLog.write(record, now)
+            except Exception:
+                log.failure("writing a connection's access record failed")
+        # Last: a drain waiting for the last connection may stop the access
+        # log and the metrics now.
+        factory.connections.discard(self)
 
     def _closedWithExtras(self, factory: Any, record: Any) -> None:
         """Tell the factory's metrics and accounting the connection is gone."""

@@ -223,6 +223,10 @@ class SocksServerFactory(Factory):
     @ivar accounting: an L{socksd.interfaces.IAccounting} told when each
         tunnel opens and when its connection closes (RADIUS accounting),
         or L{None}.
+    @ivar accessLog: what gets every finished connection's record
+        (C{accessLog.write(record, now)}, with the
+        L{socksd.server._log.ConnectionRecord} and the reactor time it
+        closed; L{socksd.service.accesslog.AccessLog}), or L{None}.
     @ivar outgoingAddress: the local C{(host, port)} connections to
         destinations leave from (the connect context's C{bindAddress}; a
         rule's C{bind-address} overrides it), or L{None}.
@@ -234,6 +238,9 @@ class SocksServerFactory(Factory):
     @ivar handshakeSettings: what the handshakes need to know
         (L{socksd.handshake.HandshakeSettings}), from the configuration and
         the authenticator.
+    @ivar connections: the open client connections (a set the
+        connections add themselves to, and leave when they are gone): what
+        a drain waits for (L{socksd.service.drain}).
     @ivar pendingBinds: how many BINDs each client address (its
         L{socksd.server.limits.clientKey}) has waiting for their peer, for
         C{ServerConfig.maxPendingBindsPerClient}; made by the first BIND.
@@ -252,6 +259,7 @@ class SocksServerFactory(Factory):
     limits: Any = None
     bandwidth: Any = None
     throttle: Any = None
+    accessLog: Any = None
     outgoingAddress: Any = None
     socks6Sessions: Any = None
     socks6Dtls: Any = None
@@ -314,6 +322,10 @@ class SocksServerFactory(Factory):
             dict(handlers) if handlers is not None else defaultHandlers(self.config)
         )
         self.commands = dict(COMMANDS)
+        self.connections: set[SocksConnection] = set()
+        # An instance attribute: read for every connection, faster than the
+        # class's.
+        self.accessLog = None
 
 
     def __repr__(self) -> str:

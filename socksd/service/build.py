@@ -6,10 +6,13 @@ endpoint strings, as strports would, with the backlog of L{withBacklog};
 L{FastOpenEndpoint}s with C{--tcp-fastopen}; the services of
 L{socksd.service.workers} with C{--workers} and in a worker; their ports
 report the connections they cannot accept to an L{AcceptErrors}), the
-metrics (C{--metrics}), the raised open-file limit, and all under one
-C{MultiService}; the enterprise logins' parts (L{_applyEnterpriseAuth}:
-GSS-API, the login throttle, RADIUS accounting); and the L{Reloader},
-which reloads the configuration on SIGHUP.
+access log (C{--access-log}), the metrics and C{/healthz} (C{--metrics}),
+the HAProxy agent check (C{--agent-check}) and the raised open-file limit,
+all under one L{ServingService}, which drains on SIGTERM
+(C{--drain-timeout}) and tells systemd how it is
+(L{socksd.service.systemd}); the enterprise logins' parts
+(L{_applyEnterpriseAuth}: GSS-API, the login throttle, RADIUS accounting);
+and the L{Reloader}, which reloads the configuration on SIGHUP.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from twisted.application import service
 from twisted.internet import endpoints
 from twisted.logger import Logger
 
+from socksd.service.accesslog import AccessLog, WorkerAccessLog
+from socksd.service.drain import ServingService
 from socksd.service.filelimit import RaiseFileLimit
+from socksd.service.health import AgentCheckFactory, Health
 from socksd.service.listen import (
     AcceptErrors,
     FastOpenEndpoint,
@@ -30,6 +36,7 @@ from socksd.service.listen import (
     withBacklog,
 )
 from socksd.service.options import Options
+from socksd.service.systemd import Notifier
 
 __all__ = ["makeService", "Reloader", "RESTART_OPTIONS"]
 
@@ -182,7 +189,8 @@ def _parts(options: Options, reactor: Any) -> dict[str, Any]:
     )
 
 
-#: The options a reload cannot change: the listeners and the processes.
+#: The options a reload cannot change: the listeners, the processes and
+#: what the top service holds.
 RESTART_OPTIONS = (
     "listen",
     "workers",
@@ -191,6 +199,9 @@ RESTART_OPTIONS = (
     "inherit-fds",
     "radius-accounting",
     "radius-interim",
+    "access-log",
+    "agent-check",
+    "drain-timeout",
 )
 
 
@@ -216,34 +227,78 @@ def makeService(options: Options) -> service.IService:
         )
     # Twisted's listen backlog is 50 unless the description says backlog=.
     options["listen"] = [withBacklog(d) for d in options["listen"]]
-    top = service.MultiService()
+    inWorker = bool(options["inherit-fds"])
+    parent = options["workers"] > 1 and not inWorker
+    health = Health(
+        connections=None if parent else (lambda: len(factory.connections)),
+        capacity=options["max-connections"] or 0,
+    )
+    notifier = None if inWorker else Notifier()
+    top = ServingService(
+        reactor,
+        drainTimeout=options["drain-timeout"],
+        health=health,
+        notifier=notifier,
+        installSignals=not inWorker,
+    )
+    top.factories.append(factory)
     listening = None
     # Connections the listeners cannot accept (out of descriptors): one log
     # line a second, and a metric.
     acceptErrors = AcceptErrors(reactor)
-    if options["workers"] > 1 or options["inherit-fds"]:
+    if parent or inWorker:
         from socksd.service import workers
 
         listening = workers.serviceFor(options, factory, reactor, acceptErrors)
-        listening.setServiceParent(top)
+        top.listen(listening)
+        if parent:
+            top.workers = listening
+            health.servingCheck = listening.running
     else:
         for given, description in zip(running["listen"], options["listen"]):
             endpoint = endpoints.serverFromString(reactor, description)
             if options["tcp-fastopen"]:
                 endpoint = FastOpenEndpoint(endpoint, options["tcp-fastopen"])
             endpoint = ReportingEndpoint(endpoint, acceptErrors)
-            listeningService(given, endpoint, factory).setServiceParent(top)
+            top.listen(listeningService(given, endpoint, factory))
     if factory.socks6Dtls is not None:
+        # Not a listener: the associations of the tunnels being drained use it.
         factory.socks6Dtls.service(dtls).setServiceParent(top)
+    if options["access-log"]:
+        _addAccessLog(options["access-log"], factory, reactor, top, inWorker)
     fleet = _applySharedState(options, factory, reactor, top)
     if options["metrics"]:
-        _addMetrics(options, factory, reactor, top, listening, fleet)
+        _addMetrics(options, factory, reactor, top, listening, fleet, health)
         acceptErrors.metrics = factory.metrics
+    if options["agent-check"] and not inWorker:
+        endpoint = endpoints.serverFromString(reactor, options["agent-check"])
+        listeningService(
+            options["agent-check"], endpoint, AgentCheckFactory(health)
+        ).setServiceParent(top)
     RaiseFileLimit().setServiceParent(top)
     # With --workers, the parent passes SIGHUP on to its workers.
     forward = getattr(listening, "signalWorkers", None)
-    Reloader(options, running, factory, reactor, forward).setServiceParent(top)
+    Reloader(options, running, factory, reactor, forward, notifier).setServiceParent(top)
     return top
+
+
+def _addAccessLog(
+    path: str, factory: Any, reactor: Any, top: Any, inWorker: bool
+) -> None:
+    """
+    C{--access-log}: one process writes the file; a worker sends its
+    records to its parent, whose L{socksd.service.workers.WorkersService}
+    (C{top.workers}) hands them to the parent's access log.
+    """
+    if inWorker:
+        factory.accessLog = WorkerAccessLog(sys.stdout, reactor)
+        return
+    accessLog = AccessLog(path, reactor)
+    accessLog.setServiceParent(top)
+    if top.workers is not None:
+        top.workers.accessLog = accessLog
+    else:
+        factory.accessLog = accessLog
 
 
 def _applySharedState(options: Options, factory: Any, reactor: Any, top: Any) -> Any:
@@ -296,6 +351,7 @@ def _addMetrics(
     top: Any,
     listening: Any,
     fleet: Any = None,
+    health: Any = None,
 ) -> None:
     """
     C{--metrics}: one process counts and serves; with C{--workers}, each
@@ -317,7 +373,7 @@ def _addMetrics(
             return
     usage = fleet.usage if fleet is not None else None
     endpoint = endpoints.serverFromString(reactor, options["metrics"])
-    site = metricsSite(served, usage)
+    site = metricsSite(served, usage, health)
     listeningService(options["metrics"], endpoint, site).setServiceParent(top)
 
 
@@ -344,18 +400,22 @@ class Reloader(service.Service):
         factory: Any,
         reactor: Any,
         forward: Any = None,
+        notifier: Any = None,
     ) -> None:
         """
         @param options: the options in force.
         @param running: the values of L{RESTART_OPTIONS} in force.
         @param forward: called with C{"HUP"} on each SIGHUP (the workers'
             parent passes the signal on), or L{None}.
+        @param notifier: the L{socksd.service.systemd.Notifier} told of
+            each reload (C{RELOADING=1}, then C{READY=1}), or L{None}.
         """
         self.options = options
         self._running = running
         self._factory = factory
         self._reactor = reactor
         self._forward = forward
+        self._notifier = notifier
         self._previous = None
 
     def startService(self) -> None:
@@ -382,6 +442,16 @@ class Reloader(service.Service):
 
         @return: C{True} when the new configuration is in force.
         """
+        notifier = self._notifier
+        if notifier is None:
+            return self._reload()
+        notifier.reloading()
+        try:
+            return self._reload()
+        finally:
+            notifier.reloaded()
+
+    def _reload(self) -> bool:
         from twisted.python import usage
 
         if self._forward is not None:

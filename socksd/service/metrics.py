@@ -35,6 +35,10 @@ C{worker} label (see L{socksd.service.workers}).  The series:
     sockets could not accept, by error (C{EMFILE}: out of file
     descriptors; see L{socksd.service.listen.AcceptErrors}).
 
+The same listener serves the server's health at C{/healthz}
+(L{socksd.service.health}: 200 serving, 503 draining).  Neither leaves a
+line in the log per request.
+
 With quotas (C{--quota-per-user}, a rule's C{quota}), the same listener
 serves C{/quotas}: a JSON document of the bytes each user (or client)
 has been charged in the current periods, read from Redis or the quota
@@ -243,7 +247,11 @@ class _UpstreamCollector:
 
 
 def metricsService(
-    description: str, metrics: Metrics, reactor: Any, usage: Any = None
+    description: str,
+    metrics: Metrics,
+    reactor: Any,
+    usage: Any = None,
+    health: Any = None,
 ) -> Any:
     """
     A service listening on the server endpoint C{description} (e.g.
@@ -253,11 +261,13 @@ def metricsService(
 
     @param usage: with quotas, a function returning a Deferred of the quota
         counts (L{socksd.shared.Fleet.usage}), served as JSON at C{/quotas}.
+    @param health: a L{socksd.service.health.Health}, served at
+        C{/healthz}, or L{None}.
     """
     from twisted.application import strports
 
     return strports.service(
-        description, metricsSite(metrics, usage), reactor=reactor
+        description, metricsSite(metrics, usage, health), reactor=reactor
     )
 
 
@@ -310,18 +320,28 @@ def _metricsPage(registry: Any) -> Any:
     return MetricsPage()
 
 
-def metricsSite(metrics: Metrics, usage: Any = None) -> Any:
+def metricsSite(metrics: Metrics, usage: Any = None, health: Any = None) -> Any:
     """
-    A C{twisted.web} site with C{metrics} at C{/metrics} (and with
-    C{usage}, the quota counts at C{/quotas}).
+    A C{twisted.web} site with C{metrics} at C{/metrics} (with C{usage},
+    the quota counts at C{/quotas}; with a C{health}, a
+    L{socksd.service.health.Health}, C{/healthz}).  Requests are not
+    logged: a scrape every few seconds would fill the log.
     """
     from twisted.web.resource import Resource
     from twisted.web.server import Site
+
+    class MetricsSite(Site):
+        noisy = False
+
+        def log(self, request: Any) -> None:
+            """Scrapes and health checks leave no log line."""
 
     root = Resource()
     root.putChild(b"metrics", _metricsPage(metrics.registry))
     if usage is not None:
         root.putChild(b"quotas", _quotasPage(usage))
-    site = Site(root)
-    site.noisy = False
-    return site
+    if health is not None:
+        from socksd.service.health import HealthPage
+
+        root.putChild(b"healthz", HealthPage(health))
+    return MetricsSite(root)

@@ -170,7 +170,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         "direct connections.  With --auth, SOCKS5 and SOCKS6 clients must log "
         "in with a username and password, and SOCKS4/4A (which carry only a "
         "user id, never a password) are refused unless --socks4-with-auth "
-        "says otherwise.  Every option is also a key of the --config file."
+        "says otherwise.  Every option is also a key of the --config file.  "
+        "For logs as JSON lines, run twistd "
+        "--logger=socksd.service.jsonlog.jsonLogger socksd ...; to run it "
+        "under systemd, see docs/deployment.rst."
     )
     supportedInterfaces = [credentials.IUsernamePassword]
 
@@ -282,7 +285,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "the file that keeps the quota counts across restarts."],
         ["metrics", None, None, "A server endpoint description for "
          "Prometheus metrics over HTTP (/metrics), e.g. "
-         "tcp:9180:interface=127.0.0.1; see docs/security.rst (needs the "
+         "tcp:9180:interface=127.0.0.1, with /healthz for load balancers "
+         "(200 serving, 503 draining); see docs/deployment.rst (needs the "
          "metrics extra)."],
         # Enterprise authentication (docs/auth.rst).
         ["gssapi-keytab", None, None, "Serve SOCKS5 GSS-API (method 01, RFC "
@@ -304,6 +308,18 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "needs a restart."],
         ["radius-interim", None, 0.0, "Seconds between RADIUS "
          "Interim-Update records (0: none).", Seconds("radius-interim", "none")],
+        ["access-log", None, None, "Write one JSON object per line for "
+         "every finished connection (refusals included) to this file, or - "
+         "for the standard output; SIGUSR1 reopens it (see "
+         "docs/deployment.rst)."],
+        ["drain-timeout", None, 30.0, "On SIGTERM or SIGINT, stop accepting "
+         "and let open connections go on for this many seconds, then close "
+         "them (0: at once); a second signal closes them at once.",
+         Seconds("drain-timeout", "close them at once")],
+        ["agent-check", None, None, "A server endpoint description for an "
+         "HAProxy agent check: each connection gets 'up ready' (with "
+         "--max-connections, the free share as a weight: 'up ready 40%') or "
+         "'drain' while draining, e.g. tcp:1081:interface=10.0.0.1."],
     ]
 
     compData = usage.Completions(
@@ -545,6 +561,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["socks6Dtls"] = self._checkDtls()
         self._checkResolver()
         self._checkMetrics()
+        self._checkOperations()
         self._checkUsers()
         self._checkEnterprise()
         self["policy"] = self._buildPolicy()
@@ -618,6 +635,25 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 f"--metrics {self['metrics']!r}: {error} (expected a server "
                 "endpoint description, e.g. tcp:9180:interface=127.0.0.1)"
             )
+
+    def _checkOperations(self) -> None:
+        """C{--access-log} must be writable, C{--agent-check} a description."""
+        path = self["access-log"]
+        if path is not None and not self["inherit-fds"]:
+            from socksd.service.accesslog import openable
+
+            why = openable(path)
+            if why is not None:
+                raise usage.UsageError(f"--access-log {path!r}: cannot write: {why}")
+        description = self["agent-check"]
+        if description is not None:
+            try:
+                checkListen(description)
+            except ValueError as error:
+                raise usage.UsageError(
+                    f"--agent-check {description!r}: {error} (expected a server "
+                    "endpoint description, e.g. tcp:1081:interface=10.0.0.1)"
+                )
 
     def _checkUsers(self) -> None:
         """A usage error when every --auth checker is known to be empty."""

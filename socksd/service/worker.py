@@ -7,9 +7,12 @@ it.
 
 The worker builds the same service as the parent, from the same options
 (with C{--inherit-fds}: it adopts the inherited listening sockets), writes
-its log events as lines to its standard output for the parent to log, and
-stops when the parent sends SIGTERM or when its standard input ends (the
-parent is gone).
+its log events as lines of JSON to its standard output for the parent to
+log (L{socksd.service.jsonlog}), and drains (L{socksd.service.drain}) when
+the parent sends SIGTERM or when its standard input ends (the parent is
+gone); SIGUSR2 from the parent cuts the drain short.  It ignores SIGUSR1
+(C{systemctl kill -s USR1} reaches every process of the unit; only the
+parent reopens the access log).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from socksd.service.build import makeService
+from socksd.service.jsonlog import EVENT_LINE, JSONLineObserver
 from socksd.service.options import Options
 
 __all__ = ["main"]
@@ -59,37 +63,6 @@ class _ParentWatch:
             self._reactor.stop()
         except error.ReactorNotRunning:
             pass
-
-
-def _lineObserver(stream: Any, reactor: Any = None) -> Any:
-    """
-    A log observer that writes each event as one line to C{stream}.
-
-    With a C{reactor}, while it runs, the lines of one reactor iteration
-    are flushed together (one write, and one wake-up of the parent, for
-    many connections' events); otherwise each line is flushed at once.
-    """
-    from twisted.logger import eventAsText
-
-    pending = [False]
-
-    def flush() -> None:
-        pending[0] = False
-        stream.flush()
-
-    def observe(event: dict[str, Any]) -> None:
-        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
-        if text:
-            namespace = event.get("log_namespace", "-")
-            stream.write(f"[{namespace}] " + text.replace("\n", "\n    ") + "\n")
-            if reactor is not None and reactor.running:
-                if not pending[0]:
-                    pending[0] = True
-                    reactor.callLater(0, flush)
-            else:
-                stream.flush()
-
-    return observe
 
 
 def readArguments(fd: int = 0) -> list[str]:
@@ -144,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if os.environ.get("SOCKSD_WORKER_ARGUMENTS") == "stdin":
         argv = readArguments() + argv
     globalLogBeginner.beginLoggingTo(
-        [_lineObserver(sys.stdout, reactor)], redirectStandardIO=False
+        [JSONLineObserver(sys.stdout, reactor, EVENT_LINE.decode("ascii"))],
+        redirectStandardIO=False,
     )
     reactor.addSystemEventTrigger("after", "shutdown", sys.stdout.flush)
     options = Options()
@@ -163,8 +137,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         worker=os.environ.get("SOCKSD_WORKER", "?"),
         pid=os.getpid(),
     )
-    # The parent's SIGTERM and the end of its pipe both stop the worker,
-    # in either order: the second finds the reactor stopping, quietly.
+    # The parent's SIGTERM and the end of its pipe both stop the worker (a
+    # drain), in either order: the second finds the reactor stopping,
+    # quietly.  SIGUSR2 cuts the drain short.
     import signal
 
     def stopQuietly() -> None:
@@ -175,6 +150,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *args: reactor.callFromThread(stopQuietly))
+    signal.signal(
+        signal.SIGUSR2,
+        lambda *args: reactor.callFromThread(top.cut, "SIGUSR2 from the parent"),
+    )
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     reactor.run(installSignalHandlers=False)
 
 

@@ -14,12 +14,24 @@ options, adopts the sockets with C{reactor.adoptStreamPort}
 (L{AdoptedPortsService}), and runs its own reactor, so the kernel spreads
 the connections over the workers.
 
-  - Logs: a worker writes its log events as lines to its standard output;
-    the parent logs each line as C{worker N (pid P): LINE}, so every line
-    names its worker.
-  - Shutdown: stopping the parent (SIGTERM, SIGINT) sends SIGTERM to every
-    worker and waits for them (SIGKILL after L{STOP_GRACE} seconds).  A
-    worker whose parent dies sees its standard input end, and stops.
+  - Logs: a worker writes each log event as one line of JSON to its
+    standard output (L{socksd.service.jsonlog.EVENT_LINE}); the parent logs
+    it again as an event with the same namespace, level and fields, plus
+    C{worker} and C{pid}, whose text is C{worker N (pid P): [namespace]
+    TEXT}, so every line names its worker and a JSON log
+    (L{socksd.service.jsonlog}) keeps the fields.  Other output lines (a
+    crash's traceback) are logged as C{worker N (pid P): LINE}.
+  - Access records (C{--access-log}): a worker writes each as one line of
+    its output (L{socksd.service.accesslog.ACCESS_LINE}); the parent, the
+    only writer of the file, writes each complete line to it (a line cut
+    short by a worker's death is dropped).
+  - Shutdown: stopping the parent (SIGTERM, SIGINT) closes the parent's
+    copy of the listening sockets and sends SIGTERM to every worker, which
+    drains (L{socksd.service.drain}) and exits; the parent waits for them
+    (SIGKILL after the drain timeout and L{STOP_GRACE} more seconds).  A
+    second signal to the parent reaches the workers as SIGUSR2: they close
+    their connections at once.  A worker whose parent dies sees its
+    standard input end, and drains too.
   - A worker that dies is logged, and replaced after L{RESPAWN_DELAY}
     seconds.
   - SIGHUP: the parent passes it on to every worker (each reloads its
@@ -38,14 +50,18 @@ inherit it: the option belongs to the socket, so every worker accepts with
 it.
 
 Only descriptions whose transports are plain sockets can be shared this way
-(C{tcp}, C{tcp6}, C{unix}); TLS and PROXY-protocol listeners wrap the
-protocol in the parent's process, so L{checkListens} refuses them.
+(C{tcp}, C{tcp6}, C{unix}, and C{systemd}: a socket systemd passes, which
+the parent adopts and hands on like the others); TLS and PROXY-protocol
+listeners wrap the protocol in the parent's process, so L{checkListens}
+refuses them.  Workers do not inherit systemd's variables
+(C{NOTIFY_SOCKET}, C{LISTEN_FDS} ...): only the parent talks to systemd.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 from contextlib import contextmanager
@@ -58,6 +74,9 @@ from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from socksd.service.accesslog import ACCESS_LINE
+from socksd.service.jsonlog import EVENT_LINE, eventFromWorker
+from socksd.service.systemd import withoutSystemd
 from socksd.service.listen import setFastOpen
 
 __all__ = [
@@ -85,22 +104,65 @@ METRICS_INTERVAL = 1.0
 #: a JSON string.
 METRICS_LINE = b"%socksd-metrics "
 #: The kinds of listen descriptions workers can share.
-SHAREABLE = frozenset({"tcp", "tcp6", "unix"})
+SHAREABLE = frozenset({"tcp", "tcp6", "unix", "systemd"})
 
 
 def checkListens(descriptions: Sequence[str]) -> None:
     """
-    @raise ValueError: a description is not a plain C{tcp}, C{tcp6} or
-        C{unix} one, which workers cannot share.
+    @raise ValueError: a description is not a plain C{tcp}, C{tcp6},
+        C{unix} or C{systemd} one, which workers cannot share.
     """
     for description in descriptions:
         args, kwargs = endpoints._parse(description)
         kind = args[0] if args else "tcp"
         if kind not in SHAREABLE:
             raise ValueError(
-                f"--workers cannot share {description!r}: only tcp, tcp6 and "
-                "unix listeners can be shared by worker processes"
+                f"--workers cannot share {description!r}: only tcp, tcp6, "
+                "unix and systemd listeners can be shared by worker processes"
             )
+
+
+def inheritedDescription(description: str, port: Any) -> str:
+    """
+    What a worker is told it listens on for the parent's C{description}
+    and its listening C{port}: the description itself, but for a
+    C{systemd:} one (which names a socket only the parent inherited, and
+    which a worker could not look at) a description of the address the
+    socket is bound to, so that the worker's open-proxy guard judges it as
+    the parent's did.
+    """
+    args, _ = endpoints._parse(description)
+    if not args or args[0] != "systemd":
+        return description
+    host = port.getHost()
+    if getattr(host, "type", None) == "TCP":
+        address = host.host.replace(":", "\\:")
+        kind = "tcp6" if ":" in host.host else "tcp"
+        return f"{kind}:{host.port}:interface={address}"
+    return "unix:inherited-from-systemd"
+
+
+def withListens(arguments: Sequence[str], descriptions: Sequence[str]) -> list[str]:
+    """
+    C{arguments} (socksd options) with their C{--listen} options replaced
+    by C{descriptions} (which, given on the command line, also replace a
+    configuration file's).
+    """
+    result: list[str] = []
+    skip = False
+    for argument in arguments:
+        if skip:
+            skip = False
+            continue
+        if argument == "--listen":
+            skip = True
+            continue
+        if argument.startswith("--listen="):
+            continue
+        result.append(argument)
+    for description in descriptions:
+        result += ["--listen", description]
+    return result
 
 
 def argumentsLine(arguments: Sequence[str]) -> bytes:
@@ -146,6 +208,7 @@ class _WorkerProtocol(ProcessProtocol):
         self.index = index
         self.pid: int | None = None
         self.buffer = b""
+        self.errors = b""
         self.ended: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
@@ -156,17 +219,42 @@ class _WorkerProtocol(ProcessProtocol):
         self.buffer += data
         *lines, self.buffer = self.buffer.split(b"\n")
         for line in lines:
-            if line.startswith(METRICS_LINE):
+            if line.startswith(EVENT_LINE):
+                self._event(line)
+            elif line.startswith(ACCESS_LINE):
+                self.parent.accessLine(line[len(ACCESS_LINE) :] + b"\n")
+            elif line.startswith(METRICS_LINE):
                 self._metrics(line[len(METRICS_LINE) :])
             elif line:
-                log.info(
-                    "worker {worker} (pid {pid}): {line}",
-                    worker=self.index,
-                    pid=self.pid,
-                    line=line.decode("utf-8", "backslashreplace"),
-                )
+                self._text(line)
 
-    errReceived = outReceived
+    def errReceived(self, data: bytes) -> None:
+        """The worker's standard error: text (a crash's traceback)."""
+        self.errors += data
+        *lines, self.errors = self.errors.split(b"\n")
+        for line in lines:
+            if line:
+                self._text(line)
+
+    def _text(self, line: bytes) -> None:
+        self.parent.workerLog.info(
+            "worker {worker} (pid {pid}): {line}",
+            worker=self.index,
+            pid=self.pid,
+            line=line.decode("utf-8", "backslashreplace"),
+        )
+
+    def _event(self, line: bytes) -> None:
+        """Log a worker's event again, with its fields (see L{jsonlog})."""
+        try:
+            fields = json.loads(line[len(EVENT_LINE) :])
+            if not isinstance(fields, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self._text(line)
+            return
+        event = eventFromWorker(fields, self.index, self.pid)
+        self.parent.workerEvent(event)
 
     def _metrics(self, report: bytes) -> None:
         """Keep the worker's latest metrics report, for L{WorkersMetrics}."""
@@ -185,8 +273,19 @@ class _WorkerProtocol(ProcessProtocol):
         self.parent.metricsReports[self.index] = text
 
     def processEnded(self, reason: Failure) -> None:
-        if self.buffer:
+        if self.buffer.startswith(ACCESS_LINE):
+            # Cut short by the worker's end: never a torn record.
+            log.warn(
+                "worker {worker} (pid {pid}) ended in the middle of an access"
+                " record; it is lost",
+                worker=self.index,
+                pid=self.pid,
+            )
+        elif self.buffer:
             self.outReceived(b"\n")
+        self.buffer = b""
+        if self.errors:
+            self.errReceived(b"\n")
         self.parent._ended(self, reason)
         self.ended.callback(None)
 
@@ -206,12 +305,19 @@ class WorkersService(service.Service):
         arguments: Sequence[str],
         executable: str = sys.executable,
         fastOpen: int = 0,
+        drainTimeout: float = 0.0,
+        publisher: Any = None,
     ) -> None:
         """
         @param descriptions: the C{--listen} descriptions.
         @param count: how many workers.
         @param arguments: the workers' socksd options (see
             L{workerArguments}).
+        @param drainTimeout: how long the workers may drain when they are
+            stopped (C{--drain-timeout}); they are killed L{STOP_GRACE}
+            seconds after it.
+        @param publisher: where the workers' log events go (the global log
+            publisher by default).
         @param fastOpen: the C{TCP_FASTOPEN} queue length for the
             listening sockets (C{--tcp-fastopen}), or 0 for none.
         """
@@ -228,11 +334,54 @@ class WorkersService(service.Service):
         self.metricsReports: dict[int, str] = {}
         self._stopping = False
         self._respawns: dict[int, Any] = {}
+        self.drainTimeout = drainTimeout
+        if publisher is None:
+            from twisted.logger import globalLogPublisher
 
-    def signalWorkers(self, signal: str) -> None:
+            publisher = globalLogPublisher
+        self._publisher = publisher
+        #: The logger of the workers' text lines (to C{publisher}).
+        self.workerLog = Logger(namespace=__name__, observer=publisher)
+        #: The parent's L{socksd.service.accesslog.AccessLog}, which writes
+        #: the workers' access records, or L{None}.
+        self.accessLog: Any = None
+        #: The connections the workers' drains reported: ended, cut.
+        self._drained = [0, 0]
+
+    def workerEvent(self, event: dict[str, Any]) -> None:
         """
-        Send C{signal} (C{"HUP"}, ...) to every running worker: the parent
-        passes SIGHUP on, so every worker reloads its rules.
+        Log a worker's event (L{eventFromWorker}); count what its drain
+        reports.
+        """
+        if event.get("log_namespace") == "socksd.service.drain":
+            ended, cut = event.get("ended"), event.get("cut")
+            if isinstance(ended, int) and isinstance(cut, int):
+                self._drained[0] += ended
+                self._drained[1] += cut
+        self._publisher(event)
+
+    def accessLine(self, line: bytes) -> None:
+        """A worker's access record (one line): write it to the access log."""
+        if self.accessLog is not None:
+            self.accessLog.writeLine(line)
+
+    def drainCounts(self) -> tuple[int, int]:
+        """The connections the workers' drains reported: ended, cut."""
+        return self._drained[0], self._drained[1]
+
+    def running(self) -> bool:
+        """Is any worker running?"""
+        return bool(self.workers)
+
+    def cut(self) -> None:
+        """Tell every worker to close its connections now (SIGUSR2)."""
+        self.signalWorkers(signal.SIGUSR2)
+
+    def signalWorkers(self, signal: str | int) -> None:
+        """
+        Send C{signal} (C{"HUP"}, ..., or a signal number) to every running
+        worker: the parent passes SIGHUP on, so every worker reloads its
+        rules.
         """
         for worker in list(self.workers.values()):
             transport = getattr(worker, "transport", None)
@@ -277,6 +426,12 @@ class WorkersService(service.Service):
                 description=description,
                 count=self._count,
             )
+        inherited = [
+            inheritedDescription(description, port)
+            for description, port in zip(self._descriptions, self._ports)
+        ]
+        if inherited != self._descriptions:
+            self._arguments = withListens(self._arguments, inherited)
         for index in range(1, self._count + 1):
             self._spawn(index)
 
@@ -288,7 +443,7 @@ class WorkersService(service.Service):
         childFDs: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
         for fd, port in zip(fds, self._ports):
             childFDs[fd] = port.fileno()
-        env = dict(os.environ)
+        env = withoutSystemd(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env["SOCKSD_WORKER"] = str(index)
         env["SOCKSD_WORKER_ARGUMENTS"] = "stdin"
@@ -350,7 +505,7 @@ class WorkersService(service.Service):
                 worker.transport.signalProcess("TERM")
             except error.ProcessExitedAlready:
                 pass
-        killer = self._reactor.callLater(STOP_GRACE, self._kill)
+        killer = self._reactor.callLater(self.drainTimeout + STOP_GRACE, self._kill)
         stops = [port.stopListening() for port in self._ports]
         self._ports = []
 
@@ -539,4 +694,5 @@ def serviceFor(
         options["workers"],
         workerArguments(options.get("argv", [])),
         fastOpen=options.get("tcp-fastopen") or 0,
+        drainTimeout=options.get("drain-timeout") or 0.0,
     )

@@ -674,8 +674,15 @@ class ExampleFileTests(SynchronousTestCase):
         htpasswd.write_text("alice:$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1\n")
         text = (source / "docs" / "socksd.example.toml").read_text()
         self.assertIn("/etc/socksd/htpasswd", text)
+        self.assertIn("/var/log/socksd/access.log", text)
+        accessLog = self.mktemp()
+        text = text.replace("/var/log/socksd/access.log", accessLog)
         path = writeFile(self, text.replace("/etc/socksd/htpasswd", str(htpasswd)))
         options = parse("--config", path)
+        self.assertEqual(
+            (options["access-log"], options["drain-timeout"], options["agent-check"]),
+            (accessLog, 30.0, "tcp:1081:interface=127.0.0.1"),
+        )
         self.assertEqual(options["listen"][0], "tcp:1080:interface=0.0.0.0")
         self.assertEqual(options["versions"], frozenset({5, 6}))
         self.assertEqual(options["max-connections-per-user"], 32)

@@ -459,7 +459,13 @@ class Socks5AuthenticationTests(VectorMixin, SynchronousTestCase):
             )
             self.assertEqual(
                 handshake.credentialsRefused(),
-                [Refuse(UP_FAIL, "authentication failed for user 'alice'")],
+                [
+                    Refuse(
+                        UP_FAIL,
+                        "authentication failed for user 'alice'",
+                        "AUTHENTICATION_FAILED",
+                    )
+                ],
             )
             self.assertIsNone(handshake.user)
             self.assertDone(handshake)
@@ -472,7 +478,13 @@ class Socks5AuthenticationTests(VectorMixin, SynchronousTestCase):
         feed(handshake, [GREETING_UP, h("01", "02", "ff61", "00")])
         self.assertEqual(
             handshake.credentialsRefused(),
-            [Refuse(UP_FAIL, "authentication failed for user '\\\\xffa'")],
+            [
+                Refuse(
+                    UP_FAIL,
+                    "authentication failed for user '\\\\xffa'",
+                    "AUTHENTICATION_FAILED",
+                )
+            ],
         )
 
     def test_lengths(self) -> None:
@@ -524,7 +536,13 @@ class Socks5AuthenticationTests(VectorMixin, SynchronousTestCase):
         )
         self.assertEqual(
             handshake.credentialsRefused(),
-            [Refuse(EXT_FAIL, "authentication failed for user 'alice'")],
+            [
+                Refuse(
+                    EXT_FAIL,
+                    "authentication failed for user 'alice'",
+                    "AUTHENTICATION_FAILED",
+                )
+            ],
         )
         self.assertDone(handshake)
 
@@ -1156,7 +1174,13 @@ class Socks5EndTests(SynchronousTestCase):
         self.assertEqual(handshake.clientEnded(), [])
         self.assertEqual(
             handshake.credentialsRefused(),
-            [Refuse(UP_FAIL, "authentication failed for user 'alice'")],
+            [
+                Refuse(
+                    UP_FAIL,
+                    "authentication failed for user 'alice'",
+                    "AUTHENTICATION_FAILED",
+                )
+            ],
         )
 
     def test_afterRequest(self) -> None:

@@ -284,6 +284,7 @@ class Connect(Command):
         )
         decision = self.decision
         transport = upstream.transport
+        connection.record.upstreamTransport = transport
         pipeline.startTunnel(
             upstream,
             boundDestination(transport.getHost()),
