@@ -24,6 +24,7 @@ __all__ = [
     "IUpstreamFactory",
     "IResolver",
     "IPolicy",
+    "IAccounting",
 ]
 
 
@@ -186,4 +187,27 @@ class IPolicy(Interface):
         It can only refuse more: an allowed C{decision} may become a
         refusal, or gain the bandwidth and outgoing address that the rules
         give those addresses; a refusal stays a refusal.
+        """
+
+
+class IAccounting(Interface):
+    """
+    Told when each tunnel opens and when its connection ends, for
+    accounting (L{socksd.checkers.radius.RadiusAccounting}); a server's
+    factory holds one as C{accounting}.
+
+    Both methods get the connection's
+    L{socksd.server._log.ConnectionRecord}: C{client}, C{user},
+    C{destination}, C{started} (reactor time), C{reason}, and C{relay},
+    whose C{byteCounts()} are the bytes relayed so far (client to
+    destination, destination to client).  Neither may raise or block.
+    """
+
+    def tunnelOpened(record: Any) -> None:
+        """The tunnel of C{record}'s connection is up (after the reply)."""
+
+    def connectionClosed(record: Any, now: float) -> None:
+        """
+        The connection whose tunnel was opened is gone (its log event was
+        just emitted); C{now} is the reactor time.
         """

@@ -54,6 +54,7 @@ __all__ = [
     "ProxyProtocolError",
     "SocksClientProtocol",
     "TunnelTransport",
+    "GssapiTunnelTransport",
     "connectThrough",
     "queryThrough",
     "peerAddressFor",
@@ -100,6 +101,11 @@ class HandshakeResult:
 
     bound: Destination
     leftover: bytes = b""
+    #: After an RFC 1961 exchange that agreed integrity or
+    #: confidentiality: an object with C{protection} (a
+    #: L{socksd.gssapi.ContextProtection}), C{encrypt} and C{pending} (raw
+    #: frames after the reply); the tunnel then wraps and unwraps.
+    gssapi: Any = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.bound, Destination):
@@ -249,6 +255,40 @@ class TunnelTransport:
         return getattr(self._transport, name)
 
 
+class GssapiTunnelTransport(TunnelTransport):
+    """
+    A L{TunnelTransport} over a GSS-API protected SOCKS5 connection (RFC
+    1961 section 5): what the application writes is wrapped and framed.
+    """
+
+    def __init__(
+        self, transport: Any, peer: IAddress, owner: SocksClientProtocol, tunnel: Any
+    ) -> None:
+        super().__init__(transport, peer, owner)
+        self._tunnel = tunnel
+        self._limit = tunnel.protection.wrapLimit(tunnel.encrypt)
+
+    def write(self, data: bytes) -> None:
+        """Wrap C{data} into as many RFC 1961 data frames as it needs."""
+        from socksd.wire.gssapi import MTYP_DATA, encodeFrame
+
+        if not data:
+            return
+        wrap = self._tunnel.protection.wrap
+        encrypt = self._tunnel.encrypt
+        limit = self._limit
+        self._transport.write(
+            b"".join(
+                encodeFrame(MTYP_DATA, wrap(data[i : i + limit], encrypt))
+                for i in range(0, len(data), limit)
+            )
+        )
+
+    def writeSequence(self, data: Any) -> None:
+        """See L{write}."""
+        self.write(b"".join(data))
+
+
 _HANDSHAKE = "handshake"
 _TUNNEL = "tunnel"
 _DONE = "done"
@@ -289,6 +329,8 @@ class SocksClientProtocol(Protocol):
         self._paused = False
         self._lost = False
         self._abortWhenConnected = False
+        self._gssapi: Any = None
+        self._frames: Any = None
         if application is not None and IHalfCloseableProtocol.providedBy(application):
             alsoProvides(self, IHalfCloseableProtocol)
 
@@ -366,7 +408,20 @@ class SocksClientProtocol(Protocol):
             return
         self.state = _TUNNEL
         self._pending += result.leftover
-        tunnel = TunnelTransport(self.transport, self.peer, self)
+        if result.gssapi is not None:
+            from socksd.wire.gssapi import MTYP_DATA, FrameDecoder
+
+            self._gssapi = result.gssapi
+            self._frames = FrameDecoder(MTYP_DATA)
+            tunnel: TunnelTransport = GssapiTunnelTransport(
+                self.transport, self.peer, self, result.gssapi
+            )
+            if result.gssapi.pending:
+                self._unwrap(result.gssapi.pending)
+                if self.state != _TUNNEL:
+                    return
+        else:
+            tunnel = TunnelTransport(self.transport, self.peer, self)
         try:
             self.application.makeConnection(tunnel)
         except BaseException:
@@ -378,8 +433,33 @@ class SocksClientProtocol(Protocol):
         self._flush()
 
     def _deliver(self, data: bytes) -> None:
-        self._pending += data
+        if self._gssapi is not None:
+            self._unwrap(data)
+        else:
+            self._pending += data
         self._flush()
+
+    def _unwrap(self, data: bytes) -> None:
+        """RFC 1961 data frames from the proxy: keep their data."""
+        frames = self._frames
+        frames.feed(data)
+        tunnel = self._gssapi
+        try:
+            while True:
+                frame = frames.next()
+                if frame is None:
+                    return
+                plain, encrypted = tunnel.protection.unwrap(frame.token)
+                if tunnel.encrypt and not encrypted:
+                    raise MalformedMessage("a data token without confidentiality")
+                self._pending += plain
+        except Exception as error:
+            self._flush()
+            self.state = _DONE
+            self.transport.abortConnection()
+            self.application.connectionLost(
+                Failure(ProxyProtocolError(f"bad GSS-API frame from the proxy: {error}"))
+            )
 
     def _flush(self) -> None:
         """Give held bytes to the application unless it paused us."""

@@ -16,6 +16,7 @@ Nothing in this package imports Twisted.
 """
 
 from socksd.handshake._actions import (
+    AcceptContext,
     Action,
     AwaitSessions,
     CheckCredentials,
@@ -33,6 +34,7 @@ from socksd.handshake.socks5 import Socks5Handshake
 from socksd.handshake.socks6 import Socks6Handshake
 
 __all__ = [
+    "AcceptContext",
     "Action",
     "AwaitSessions",
     "CheckCredentials",

@@ -14,6 +14,12 @@ actions, in order, for the connection to carry out:
     connection's pipeline serves it and answers with
     L{ServerHandshake.reply};
   - L{Refuse}: write these last bytes (maybe none), then close;
+  - L{AcceptContext}: (RFC 1961, SOCKS5 method 01) step the server's
+    GSS-API context with the client's token; the connection does it off
+    the reactor thread (the GSS-API library reads the keytab and the
+    replay cache) and answers with C{contextStep} or
+    C{contextFailed} (of L{socksd.handshake.socks5.GssapiSocks5Handshake}),
+    which return more actions;
   - L{AwaitSessions}: the session store answers later (a shared store, in
     Redis): wait for C{pending}, then call the handshake's
     C{sessionsAnswered(answer)}, which returns more actions (only SOCKS6
@@ -32,18 +38,21 @@ from typing import Any, Mapping, NamedTuple, Protocol, Union
 
 from socksd.address import Destination
 from socksd.replies import ReplyProfile
+from socksd.wire import socks5 as _wire
 
 __all__ = [
     "Send",
     "CheckCredentials",
     "RequestReady",
     "Refuse",
+    "AcceptContext",
     "AwaitSessions",
     "Action",
     "Request",
     "HandshakeSettings",
     "ReplyLabel",
     "ServerHandshake",
+    "socks5Methods",
 ]
 
 #: An empty mapping that cannot change, the default of C{pairs}.
@@ -100,6 +109,49 @@ class Request(NamedTuple):
     session: Any = None
 
 
+def socks5Methods(
+    hasAuthenticator: bool,
+    preferNoAuth: bool,
+    gssapi: bool = False,
+    passwords: bool = True,
+) -> tuple[int, ...]:
+    """
+    The SOCKS5 methods a server takes, best first.
+
+    With an authenticator: proposal 229's 0x97 (USERNAME and PASSWD are
+    checked), then 02, then GSS-API's 01 when C{gssapi}.  Without one,
+    every method is for isolation only: 0x97, then 02 (as Tor, so that the
+    client's credentials can isolate its streams), then 00; with
+    C{preferNoAuth} (Tor's C{PreferSOCKSNoAuth}) 00 comes first.  With
+    C{gssapi} but no password check (C{passwords} false), 01 alone.
+
+    Why passwords before GSS-API (Dante lets the administrator order its
+    methods; socksd has one order): curl built with GSS-API offers 01 by
+    default next to 02, so a client with a password but no Kerberos ticket
+    would be led into a GSS-API exchange it cannot finish; a client that
+    wants Kerberos sends no password (C{curl --socks5-gssapi} offers 00
+    and 01), and gets 01.
+    """
+    if hasAuthenticator:
+        methods: tuple[int, ...] = ()
+        if passwords:
+            methods = (_wire.METHOD_TOR_EXTENDED, _wire.METHOD_USERNAME_PASSWORD)
+        if gssapi:
+            methods += (_wire.METHOD_GSSAPI,)
+        return methods
+    if preferNoAuth:
+        return (
+            _wire.METHOD_NO_AUTH,
+            _wire.METHOD_TOR_EXTENDED,
+            _wire.METHOD_USERNAME_PASSWORD,
+        )
+    return (
+        _wire.METHOD_TOR_EXTENDED,
+        _wire.METHOD_USERNAME_PASSWORD,
+        _wire.METHOD_NO_AUTH,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class HandshakeSettings:
     """
@@ -118,6 +170,13 @@ class HandshakeSettings:
         C{SOCKS5_EXTENDED} profile).
     @ivar httpConnect: serve HTTP CONNECT; else every HTTP request gets the
         "this is a SOCKS proxy" page.
+    @ivar gssapiLevels: the RFC 1961 protection levels the server accepts
+        (L{socksd.wire.gssapi} C{LEVEL_*}); SOCKS5 method 01 is offered
+        only when there is one.
+    @ivar passwords: with C{requireAuth}, usernames and passwords are
+        checked (there is an authenticator); C{False} when only GSS-API
+        authenticates, so that methods 02 and 0x97 are not offered and
+        credentials sent to SOCKS6 or HTTP CONNECT are refused.
     """
 
     requireAuth: bool = False
@@ -125,15 +184,24 @@ class HandshakeSettings:
     socks4WithAuth: bool = False
     extendedErrors: bool = False
     httpConnect: bool = False
+    gssapiLevels: frozenset[int] = frozenset()
+    passwords: bool = True
     #: The profile of a SOCKS5 client that did not offer method 0x97
     #: (derived from L{extendedErrors}).
     socks5Profile: ReplyProfile = field(init=False, repr=False, compare=False)
+    #: The SOCKS5 methods taken, best first (L{socks5Methods} of the
+    #: fields above), made once here rather than per client.
+    socks5Order: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         profile = (
             ReplyProfile.SOCKS5_EXTENDED if self.extendedErrors else ReplyProfile.SOCKS5
         )
         object.__setattr__(self, "socks5Profile", profile)
+        methods = socks5Methods(
+            self.requireAuth, self.preferNoAuth, bool(self.gssapiLevels), self.passwords
+        )
+        object.__setattr__(self, "socks5Order", methods)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +252,19 @@ class Refuse:
 
 
 @dataclass(frozen=True, slots=True)
+class AcceptContext:
+    """
+    Step the server's GSS-API security context (RFC 1961) with C{token},
+    the client's context establishment token, then call the handshake's
+    C{contextStep(outputToken, complete, user, protection)} or
+    C{contextFailed(reason)}.  Only a server with GSS-API configured
+    (L{HandshakeSettings.gssapiLevels}) is given one.
+    """
+
+    token: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class AwaitSessions:
     """
     The session store will answer later: wait for C{pending} (an object of
@@ -196,7 +277,9 @@ class AwaitSessions:
     pending: Any
 
 
-Action = Union[Send, CheckCredentials, RequestReady, Refuse, AwaitSessions]
+Action = Union[
+    Send, CheckCredentials, RequestReady, Refuse, AcceptContext, AwaitSessions
+]
 
 
 class ServerHandshake(Protocol):
@@ -225,6 +308,10 @@ class ServerHandshake(Protocol):
 
     def credentialsRefused(self) -> list[Action]:
         """The credentials of the last L{CheckCredentials} are not."""
+
+    # Only a handshake that returns L{AcceptContext} (SOCKS5 with GSS-API)
+    # has contextStep(outputToken, complete, user, protection) and
+    # contextFailed(reason); see L{socksd.handshake.socks5}.
 
     def clientEnded(self) -> list[Action]:
         """

@@ -14,6 +14,20 @@ L{Socks5Handshake} takes the client's bytes through three steps:
      as are RFC 1929 credentials sent after method 00;
   3. the request: a L{RequestReady}.
 
+With GSS-API configured (L{HandshakeSettings.gssapiLevels}), the server
+uses L{GssapiSocks5Handshake} (L{Socks5Handshake}, which every other
+server uses, carries nothing of it), and method 01 (RFC 1961) runs between
+1 and 3: each context token of the client goes out
+in an L{AcceptContext}, answered by L{GssapiSocks5Handshake.contextStep} (the
+server's token goes back; once the context is complete, its principal is
+the user); then the protection-level sub-negotiation, where the server
+picks a level it accepts (L{chooseLevel}); then, at integrity or
+confidentiality, the request and every reply are RFC 1961 data frames
+wrapped with the context (L{MessageProtection}), and the tunnel is relayed
+by the framing relay (L{GssapiTunnel} tells it how).  At C{clear} (what
+curl asks for) the request and the tunnel are plain.  Proposal 229's and
+RFC 1929's credentials rank before GSS-API: see L{socks5Methods}.
+
 A malformed message is refused with the answer of the step it broke (method
 FF, authentication status 01, or the reply code L{socksd.replies.replyFor}
 gives, 08 for an unknown address type).
@@ -23,14 +37,16 @@ from __future__ import annotations
 
 from enum import Enum, IntEnum
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, Protocol
 
 from socksd.address import Destination
-from socksd.errors import MalformedMessage
+from socksd.errors import MalformedMessage, UnsupportedCommand
 from socksd.handshake._actions import (
+    AcceptContext,
     Action,
     CheckCredentials,
     HandshakeSettings,
+    socks5Methods,
     Refuse,
     ReplyLabel,
     Request,
@@ -38,11 +54,16 @@ from socksd.handshake._actions import (
     Send,
 )
 from socksd.replies import ReplyProfile, replyFor
+from socksd.wire import gssapi as rfc1961
 from socksd.wire import socks5
 
 __all__ = [
     "Socks5Handshake",
+    "GssapiSocks5Handshake",
     "socks5Methods",
+    "chooseLevel",
+    "MessageProtection",
+    "GssapiTunnel",
     "extendedCredentials",
     "KEY_USERNAME",
     "KEY_PASSWD",
@@ -61,29 +82,72 @@ _UNSPECIFIED = Destination(IPv4Address(0), 0)
 _AUTH_FAILURE = 1
 
 
-def socks5Methods(hasAuthenticator: bool, preferNoAuth: bool) -> tuple[int, ...]:
+def chooseLevel(requested: int, accepted: frozenset[int]) -> int:
     """
-    The SOCKS5 methods a server takes, best first.
+    The protection level a server answers (RFC 1961 section 4.3) to a
+    client that asked for C{requested}: that level when accepted; for
+    selective protection (3), confidentiality, else integrity; otherwise the
+    nearest accepted level above the request, else the highest below it.
+    The client closes when it cannot live with the answer (curl, which
+    asks for C{clear}, does at any other).
 
-    With an authenticator: proposal 229's 0x97 (USERNAME and PASSWD are
-    checked), then 02.  Without one, every method is for isolation only:
-    0x97, then 02 (as Tor, so that the client's credentials can isolate its
-    streams), then 00; with C{preferNoAuth} (Tor's C{PreferSOCKSNoAuth}) 00
-    comes first.
+    @param accepted: the levels the server accepts (not empty).
     """
-    if hasAuthenticator:
-        return (socks5.METHOD_TOR_EXTENDED, socks5.METHOD_USERNAME_PASSWORD)
-    if preferNoAuth:
-        return (
-            socks5.METHOD_NO_AUTH,
-            socks5.METHOD_TOR_EXTENDED,
-            socks5.METHOD_USERNAME_PASSWORD,
-        )
-    return (
-        socks5.METHOD_TOR_EXTENDED,
-        socks5.METHOD_USERNAME_PASSWORD,
-        socks5.METHOD_NO_AUTH,
-    )
+    if requested in accepted:
+        return requested
+    order = sorted(accepted)
+    if requested == rfc1961.LEVEL_SELECTIVE:
+        for level in (rfc1961.LEVEL_CONFIDENTIALITY, rfc1961.LEVEL_INTEGRITY):
+            if level in accepted:
+                return level
+        return order[-1]
+    for level in order:
+        if level > requested:
+            return level
+    return order[-1]
+
+
+class MessageProtection(Protocol):
+    """
+    An established GSS-API security context's per-message protection, as
+    the handshake and the framing relay use it (L{socksd.gssapi} makes
+    them from python-gssapi; nothing here does I/O).
+    """
+
+    def wrap(self, data: bytes, encrypt: bool) -> bytes:
+        """C{gss_wrap}: C{data} as one token, encrypted when C{encrypt}."""
+
+    def unwrap(self, token: bytes) -> tuple[bytes, bool]:
+        """
+        C{gss_unwrap}: the data and whether it was encrypted.
+
+        @raise Exception: the token is not valid for this context.
+        """
+
+    def wrapLimit(self, encrypt: bool) -> int:
+        """The most bytes one token may carry to stay within 65535 wrapped."""
+
+
+class GssapiTunnel:
+    """
+    What the framing relay (L{socksd.server.relay.gssapi}) needs of a
+    connection that negotiated integrity or confidentiality.
+
+    @ivar protection: the context's L{MessageProtection}.
+    @ivar level: the level agreed (L{rfc1961.LEVEL_INTEGRITY} or
+        L{rfc1961.LEVEL_CONFIDENTIALITY}).
+    @ivar encrypt: wrap with confidentiality.
+    @ivar early: plain bytes the client sent after its request inside the
+        request's own frame, for the destination first.
+    """
+
+    __slots__ = ("protection", "level", "encrypt", "early")
+
+    def __init__(self, protection: MessageProtection, level: int) -> None:
+        self.protection = protection
+        self.level = level
+        self.encrypt = level == rfc1961.LEVEL_CONFIDENTIALITY
+        self.early = b""
 
 
 def extendedCredentials(
@@ -113,18 +177,13 @@ def extendedCredentials(
     return credentials, seen
 
 
-#: L{socks5Methods} for each C{(hasAuthenticator, preferNoAuth)}.
-_METHODS = {
-    (auth, prefer): socks5Methods(auth, prefer)
-    for auth in (False, True)
-    for prefer in (False, True)
-}
-
-
 class _Stage(Enum):
     GREETING = "greeting"
     AUTHENTICATION = "authentication"
     CHECKING = "checking credentials"
+    GSS_CONTEXT = "GSS-API context establishment"
+    GSS_STEPPING = "GSS-API context step"
+    GSS_PROTECTION = "GSS-API protection sub-negotiation"
     REQUEST = "request"
     DONE = "done"
 
@@ -133,6 +192,10 @@ class Socks5Handshake:
     """
     A SOCKS5 client's handshake, from its first byte (05) on; see the
     module docstring and L{socksd.handshake.ServerHandshake}.
+
+    It serves methods 00, 02 and 0x97; a server with GSS-API (method 01,
+    RFC 1961) uses L{GssapiSocks5Handshake}, so that this one, which every
+    other SOCKS5 client gets, carries nothing of it.
 
     @ivar codec: the L{socks5.Socks5ServerCodec}.
     @ivar user: the avatar the credentials were checked as, or L{None}.
@@ -347,7 +410,7 @@ class Socks5Handshake:
             self.profile = ReplyProfile.SOCKS5_PROP229
         settings = self._settings
         method = socks5.METHOD_NO_ACCEPTABLE
-        for acceptable in _METHODS[settings.requireAuth, settings.preferNoAuth]:
+        for acceptable in settings.socks5Order:
             if acceptable in offered:
                 method = acceptable
                 break
@@ -364,9 +427,19 @@ class Socks5Handshake:
             ]
         if method in (socks5.METHOD_USERNAME_PASSWORD, socks5.METHOD_TOR_EXTENDED):
             self._stage = _Stage.AUTHENTICATION
+        elif method == socks5.METHOD_GSSAPI:
+            return self._gssapiSelected(selection)
         else:
             self._stage = _Stage.REQUEST
         return [Send(selection)]
+
+    def _gssapiSelected(self, selection: bytes) -> list[Action]:
+        """
+        Method 01 was selected (the settings offer it): only
+        L{GssapiSocks5Handshake} can go on.
+        """
+        self._stage = _Stage.DONE
+        return [Refuse(selection, "GSS-API needs GssapiSocks5Handshake")]
 
     def _credentialsReceived(self, message: Any) -> list[Action]:
         if isinstance(message, socks5.ExtendedAuthRequest):
@@ -389,3 +462,246 @@ class Socks5Handshake:
         self._stage = _Stage.CHECKING
         self._checking = credentials
         return [CheckCredentials(credentials[0], credentials[1])]
+
+
+class GssapiSocks5Handshake(Socks5Handshake):
+    """
+    The SOCKS5 handshake of a server with GSS-API (SOCKS5 method 01, RFC
+    1961): L{Socks5Handshake}'s, with the exchange of the module docstring
+    between the method selection and the request.
+
+    @ivar user: the avatar the credentials were checked as, or the GSS-API
+        principal's.
+    @ivar gssapi: after an exchange that agreed integrity or
+        confidentiality, the L{GssapiTunnel} the relay needs; else L{None}.
+    @ivar gssapiLevel: the protection level agreed, or L{None}.
+    @ivar context: the connection's acceptor context, kept here between
+        its steps (the handshake never uses it).
+    """
+
+    __slots__ = ("gssapi", "gssapiLevel", "context", "_frames", "_protection", "_gssUser")
+
+    def __init__(self, settings: HandshakeSettings) -> None:
+        super().__init__(settings)
+        self.gssapi: GssapiTunnel | None = None
+        self.gssapiLevel: int | None = None
+        self.context: Any = None
+        #: RFC 1961 frames, from method 01's selection on.
+        self._frames: rfc1961.FrameDecoder | None = None
+        self._protection: Any = None
+        self._gssUser: Any = None
+
+    def dataReceived(self, data: bytes) -> list[Action]:
+        """See L{Socks5Handshake.dataReceived}; RFC 1961 frames after 01."""
+        if self._frames is None:
+            return super().dataReceived(data)
+        if self._stage is _Stage.DONE:
+            if self._ready:
+                if self.gssapi is not None:
+                    # Frames for the framing relay.
+                    self._frames.feed(data)
+                else:
+                    # The codec has finished: it only keeps them.
+                    self.codec.receiveData(data)
+            return []
+        return self._gssReceived(data)
+
+    def clientEnded(self) -> list[Action]:
+        """See L{Socks5Handshake.clientEnded}; also during a context step."""
+        if self._stage is _Stage.GSS_STEPPING:
+            self._ended = True
+            return []
+        return super().clientEnded()
+
+    def buffered(self) -> int:
+        """See L{Socks5Handshake.buffered}; frames count past their own bytes."""
+        frames = self._frames
+        if frames is None or (self._stage is _Stage.DONE and not self._ready):
+            return super().buffered()
+        if self.gssapi is not None and self._ready:
+            return frames.buffered()
+        return self.codec.buffered() + _pastFrame(frames)
+
+    def unconsumed(self) -> bytes:
+        """See L{Socks5Handshake.unconsumed}; still framed when protected."""
+        if self._ready and self.gssapi is not None:
+            # The framing relay unwraps them.
+            return self._frames.take()
+        return super().unconsumed()
+
+    def reply(
+        self,
+        code: IntEnum,
+        bound: Destination | None = None,
+        options: tuple[Any, ...] = (),
+    ) -> bytes:
+        """
+        See L{ServerHandshake.reply}; at integrity or confidentiality, an
+        RFC 1961 data frame.
+        """
+        data = super().reply(code, bound, options)
+        if self.gssapiLevel is not None and self.gssapiLevel != rfc1961.LEVEL_CLEAR:
+            return self._wrapFrame(data)
+        return data
+
+    def _received(self, message: Any) -> list[Action]:
+        if (
+            self.gssapi is not None
+            and isinstance(message, socks5.Request)
+            and message.command == socks5.CMD_UDP_ASSOCIATE
+        ):
+            # RFC 1961's UDP encapsulation is not served.
+            self._stage = _Stage.DONE
+            code = replyFor(
+                UnsupportedCommand("UDP ASSOCIATE under GSS-API protection"),
+                self.profile,
+            )
+            return [
+                Refuse(
+                    self.reply(code),
+                    "UDP ASSOCIATE under GSS-API protection is not served",
+                    code,
+                )
+            ]
+        return super()._received(message)
+
+    def _gssapiSelected(self, selection: bytes) -> list[Action]:
+        self._stage = _Stage.GSS_CONTEXT
+        self._frames = rfc1961.FrameDecoder(rfc1961.MTYP_CONTEXT)
+        # Bytes pipelined behind the offer are the client's first token.
+        return [Send(selection)] + self._gssReceived(self.codec.takeGssapiBytes())
+
+    def contextStep(
+        self, outputToken: bytes, complete: bool, user: Any, protection: Any
+    ) -> list[Action]:
+        """
+        The answer to an L{AcceptContext}: the server's C{outputToken}
+        (maybe empty) goes to the client; when the context is C{complete},
+        C{user} (the principal's avatar) is the request's user and
+        C{protection} (a L{MessageProtection}) serves the sub-negotiation
+        and, at integrity or confidentiality, the request, the replies and
+        the tunnel.
+        """
+        if self._stage is not _Stage.GSS_STEPPING:
+            return []
+        if self._ended:
+            self._stage = _Stage.DONE
+            return [Refuse(b"", "client sent EOF during the GSS-API exchange")]
+        # RFC 1961 section 3.5: once complete, a zero-length token when
+        # there is none, so that the client knows to go on.
+        actions: list[Action] = [
+            Send(rfc1961.encodeFrame(rfc1961.MTYP_CONTEXT, outputToken))
+        ]
+        if complete:
+            self._gssUser = user
+            self._protection = protection
+            self._stage = _Stage.GSS_PROTECTION
+            self._frames.expect = rfc1961.MTYP_PROTECTION
+        else:
+            self._stage = _Stage.GSS_CONTEXT
+        return actions + self._gssReceived(b"")
+
+    def contextFailed(self, reason: str) -> list[Action]:
+        """
+        The answer to an L{AcceptContext} when the token was refused: the
+        client gets RFC 1961's abort message.
+        """
+        if self._stage is not _Stage.GSS_STEPPING:
+            return []
+        self._stage = _Stage.DONE
+        return [Refuse(rfc1961.ABORT, f"GSS-API authentication failed: {reason}")]
+
+    def _gssAbort(self, reason: str) -> list[Action]:
+        self._stage = _Stage.DONE
+        return [Refuse(rfc1961.ABORT, reason)]
+
+    def _wrapFrame(self, data: bytes) -> bytes:
+        encrypt = self.gssapiLevel == rfc1961.LEVEL_CONFIDENTIALITY
+        return rfc1961.encodeFrame(
+            rfc1961.MTYP_DATA, self._protection.wrap(data, encrypt)
+        )
+
+    def _gssReceived(self, data: bytes) -> list[Action]:
+        """Feed the RFC 1961 frames, until the request is parsed."""
+        frames = self._frames
+        frames.feed(data)
+        actions: list[Action] = []
+        while True:
+            stage = self._stage
+            if stage is _Stage.DONE or stage is _Stage.GSS_STEPPING:
+                return actions
+            if stage is _Stage.REQUEST and self.gssapiLevel == rfc1961.LEVEL_CLEAR:
+                # A plain request: the codec parses what follows.
+                return actions + self._parse(frames.take())
+            try:
+                frame = frames.next()
+            except rfc1961.GssapiAborted:
+                return actions + self._gssAbort(
+                    f"client aborted the {stage.value}"
+                )
+            except MalformedMessage as error:
+                return actions + self._gssAbort(f"malformed {stage.value}: {error}")
+            if frame is None:
+                return actions
+            if stage is _Stage.GSS_CONTEXT:
+                self._stage = _Stage.GSS_STEPPING
+                actions.append(AcceptContext(frame.token))
+            elif stage is _Stage.GSS_PROTECTION:
+                actions += self._protectionRequested(frame.token)
+            else:
+                actions += self._protectedRequest(frame.token)
+
+    def _protectionRequested(self, token: bytes) -> list[Action]:
+        """RFC 1961 section 4.3: answer the client's protection level."""
+        nec = len(token) == 1
+        if nec:
+            # The NEC variant (curl --socks5-gssapi-nec): the bare octet.
+            level = token[0]
+        else:
+            try:
+                plain, _ = self._protection.unwrap(token)
+            except Exception as error:
+                return self._gssAbort(f"bad GSS-API protection-level token: {error}")
+            if len(plain) != 1:
+                return self._gssAbort(
+                    f"GSS-API protection level of {len(plain)} octets, not 1"
+                )
+            level = plain[0]
+        chosen = chooseLevel(level, self._settings.gssapiLevels)
+        answer = bytes((chosen,))
+        if not nec:
+            answer = self._protection.wrap(answer, False)
+        self.gssapiLevel = chosen
+        self.user = self._gssUser
+        self.codec.gssapiDone()
+        self._stage = _Stage.REQUEST
+        self._frames.expect = rfc1961.MTYP_DATA
+        if chosen != rfc1961.LEVEL_CLEAR:
+            self.gssapi = GssapiTunnel(self._protection, chosen)
+        return [Send(rfc1961.encodeFrame(rfc1961.MTYP_PROTECTION, answer))]
+
+    def _protectedRequest(self, token: bytes) -> list[Action]:
+        """An RFC 1961 data frame holding (part of) the request."""
+        try:
+            plain, encrypted = self._protection.unwrap(token)
+        except Exception as error:
+            return self._gssAbort(f"bad GSS-API data token: {error}")
+        if self.gssapi.encrypt and not encrypted:
+            return self._gssAbort("a GSS-API data token without confidentiality")
+        actions = self._parse(plain)
+        if self._ready:
+            self.gssapi.early = self.codec.unconsumed()
+        return actions
+
+
+def _pastFrame(frames: rfc1961.FrameDecoder) -> int:
+    """
+    How many of the bytes C{frames} holds lie past the frame it is
+    reading: a frame may be 65539 bytes long, more than a SOCKS5 message,
+    and its own bytes must not make the connection stop reading.
+    """
+    size = frames.buffered()
+    if size < 4:
+        return 0
+    head = frames._buffer
+    return max(0, size - 4 - ((head[2] << 8) | head[3]))

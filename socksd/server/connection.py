@@ -43,6 +43,7 @@ from zope.interface import implementer
 
 from socksd.errors import AuthenticationFailed
 from socksd.handshake import (
+    AcceptContext,
     AwaitSessions,
     CheckCredentials,
     Refuse,
@@ -280,6 +281,18 @@ class SocksConnection:
             record.emit(now)
         except Exception:
             log.failure("logging a connection failed")
+        if factory.extras:
+            # Metrics, accounting, GSS-API or the access log: one flag for all.
+            self._closedWithExtras(factory, record, now)
+        # Last: a drain waiting for the last connection may stop the access
+        # log and the metrics now.
+        factory.connections.discard(self)
+
+    def _closedWithExtras(self, factory: Any, record: Any, now: float) -> None:
+        """
+        Give the factory's access log the connection's record; tell its
+        metrics and accounting the connection is gone.
+        """
         accessLog = factory.accessLog
         if accessLog is not None:
             try:
@@ -292,9 +305,12 @@ class SocksConnection:
                 metrics.connectionClosed(record)
             except Exception:
                 log.failure("counting a connection failed")
-        # Last: a drain waiting for the last connection may stop the access
-        # log and the metrics now.
-        factory.connections.discard(self)
+        accounting = factory.accounting
+        if accounting is not None and record.relay is not None:
+            try:
+                accounting.connectionClosed(record, now)
+            except Exception:
+                log.failure("accounting a connection's end failed")
 
     # For handlers
 
@@ -306,9 +322,11 @@ class SocksConnection:
     def requestComplete(self) -> None:
         """The client's request is in: stop the handshake timer."""
         self._cancelTimer()
-        metrics = self.factory.metrics
-        if metrics is not None and self.record is not None:
-            metrics.handshakeDone(self.factory.reactor.seconds() - self.record.started)
+        factory = self.factory
+        if factory.extras:
+            metrics = factory.metrics
+            if metrics is not None and self.record is not None:
+                metrics.handshakeDone(factory.reactor.seconds() - self.record.started)
 
     def finish(self, reason: str, data: bytes = b"") -> None:
         """
@@ -454,6 +472,8 @@ class SocksConnection:
                 self._refuse(action)
             elif kind is CheckCredentials:
                 self._check(action)
+            elif kind is AcceptContext:
+                self._acceptContext(action)
             elif kind is AwaitSessions:
                 self._awaitSessions(action)
             else:
@@ -480,12 +500,33 @@ class SocksConnection:
         self.finish(refusal.reason, refusal.data)
 
     def _check(self, action: CheckCredentials) -> None:
+        factory = self.factory
+        client = self.record.client
+        authenticator = factory.authenticator
+        throttle = factory.throttle
+        if throttle is not None and not throttle.allowed(client):
+            # Locked out: refused without asking the checkers.
+            checking: Deferred[Any] = Deferred()
+            self._checking = checking
+            checking.addCallbacks(self._checked, self._refused)
+            checking.addErrback(self._checkBug)
+            self.record.setReason("login throttled")
+            checking.errback(AuthenticationFailed("login throttled"))
+            return
+        if authenticator is None:
+            # Only GSS-API authenticates here: credentials cannot be checked.
+            checking = Deferred()
+            checking.addCallbacks(self._checked, self._refused)
+            checking.addErrback(self._checkBug)
+            checking.errback(AuthenticationFailed("no password authentication"))
+            return
         checking = maybeDeferred(
-            self.factory.authenticator.authenticate,
-            action.username,
-            action.password,
-            self.record.client,
+            authenticator.authenticate, action.username, action.password, client
         )
+        if throttle is not None:
+            checking.addCallbacks(
+                throttle.succeededFor(client), throttle.failedFor(client)
+            )
         self._checking = checking
         checking.addCallbacks(self._checked, self._refused)
         checking.addErrback(self._checkBug)
@@ -509,6 +550,60 @@ class SocksConnection:
 
     def _checkBug(self, failure: Failure) -> None:
         self.bug("handling the result of an authentication failed", failure)
+
+    def _acceptContext(self, action: AcceptContext) -> None:
+        """
+        Step the GSS-API acceptor context off the reactor thread (it reads
+        the keytab and the replay cache), then answer the handshake.
+        """
+        from twisted.internet.threads import deferToThreadPool
+
+        acceptor = self.factory.gssapi
+        if acceptor is None:
+            self.carryOut(self.handshake.contextFailed("GSS-API is not configured"))
+            return
+        handshake = self.handshake
+        context = handshake.context
+        if context is None:
+            context = handshake.context = acceptor.newContext()
+        reactor = self.factory.reactor
+        stepping = deferToThreadPool(
+            reactor, reactor.getThreadPool(), context.step, action.token
+        )
+        self._checking = stepping
+        stepping.addCallbacks(self._contextStepped, self._contextRefused)
+        stepping.addErrback(self._checkBug)
+
+    def _contextStepped(self, result: tuple[bytes, bool]) -> None:
+        self._checking = None
+        if not self.open:
+            return
+        output, complete = result
+        user = protection = None
+        if complete:
+            from socksd.auth import SocksUser
+
+            context = self.handshake.context
+            user = SocksUser(context.principal)
+            protection = context.protection()
+            self.record.user = user
+        self.carryOut(self.handshake.contextStep(output, complete, user, protection))
+
+    def _contextRefused(self, failure: Failure) -> None:
+        self._checking = None
+        if not self.open:
+            return
+        from socksd.gssapi import GssapiError
+
+        if not failure.check(GssapiError):
+            log.failure("a GSS-API context step failed", failure)
+        reason = failure.getErrorMessage()
+        log.warn(
+            "GSS-API authentication failed from {client}: {reason}",
+            client=self.record.client,
+            reason=reason,
+        )
+        self.carryOut(self.handshake.contextFailed(reason))
 
     def _awaitSessions(self, action: AwaitSessions) -> None:
         """

@@ -24,6 +24,7 @@ from socksd.handshake import (
     Socks5Handshake,
     Socks6Handshake,
 )
+from socksd.handshake.socks5 import GssapiSocks5Handshake
 from socksd.handshake.http import HTTP_FIRST_BYTES
 from socksd.interfaces import IPolicy, IResolver, IUpstreamFactory
 from socksd.server.commands import COMMANDS
@@ -49,8 +50,12 @@ def SOCKS4(connection: SocksConnection) -> None:
 
 
 def SOCKS5(connection: SocksConnection) -> None:
-    """The first-byte entry of SOCKS5."""
-    connection.negotiate(Socks5Handshake(connection.factory.handshakeSettings))
+    """
+    The first-byte entry of SOCKS5: the factory's C{socks5Handshake}
+    (L{GssapiSocks5Handshake} when it serves GSS-API).
+    """
+    factory = connection.factory
+    connection.negotiate(factory.socks5Handshake(factory.handshakeSettings))
 
 
 def SOCKS6(connection: SocksConnection) -> None:
@@ -76,10 +81,21 @@ def HTTP(connection: SocksConnection) -> None:
     connection.negotiate(HttpHandshake(connection.factory.handshakeSettings, local))
 
 
-def handshakeSettings(config: ServerConfig, requireAuth: bool) -> HandshakeSettings:
-    """The L{HandshakeSettings} of a server with C{config}."""
+def handshakeSettings(
+    config: ServerConfig, requireAuth: bool, gssapiLevels: frozenset[int] = frozenset()
+) -> HandshakeSettings:
+    """
+    The L{HandshakeSettings} of a server with C{config}.
+
+    @param requireAuth: the server has an authenticator.
+    @param gssapiLevels: the GSS-API protection levels it accepts (none:
+        no GSS-API); with some, clients must authenticate even without an
+        authenticator.
+    """
     return HandshakeSettings(
-        requireAuth=requireAuth,
+        gssapiLevels=frozenset(gssapiLevels),
+        passwords=requireAuth,
+        requireAuth=requireAuth or bool(gssapiLevels),
         preferNoAuth=config.preferNoAuth,
         socks4WithAuth=config.socks4WithAuth,
         extendedErrors=config.extendedErrors,
@@ -122,9 +138,55 @@ class _AuthenticatorSlot:
 
     def __set__(self, factory: Any, authenticator: Any) -> None:
         factory.__dict__["authenticator"] = authenticator
-        factory.handshakeSettings = handshakeSettings(
-            factory.config, authenticator is not None
+        _updateSettings(factory)
+
+
+class _GssapiSlot:
+    """
+    The factory's C{gssapi}: setting it (a L{socksd.gssapi.GssapiAcceptor},
+    or L{None}) updates the factory's C{handshakeSettings}, so that SOCKS5
+    method 01 is offered, and its C{socks5Handshake}.  Reading it is
+    reading the instance's attribute.
+    """
+
+    def __set__(self, factory: Any, acceptor: Any) -> None:
+        factory.__dict__["gssapi"] = acceptor
+        factory.socks5Handshake = (
+            Socks5Handshake if acceptor is None else GssapiSocks5Handshake
         )
+        _updateSettings(factory)
+        _updateExtras(factory)
+
+
+class _ExtraSlot:
+    """
+    The factory's C{metrics}, C{accounting} and C{accessLog}: setting one updates
+    C{factory.extras}.  Reading it is reading the instance's attribute.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __set__(self, factory: Any, value: Any) -> None:
+        factory.__dict__[self.name] = value
+        _updateExtras(factory)
+
+
+def _updateExtras(factory: Any) -> None:
+    attributes = factory.__dict__
+    factory.extras = any(
+        attributes.get(name) is not None
+        for name in ("metrics", "accounting", "gssapi", "accessLog")
+    )
+
+
+def _updateSettings(factory: Any) -> None:
+    acceptor = factory.__dict__.get("gssapi")
+    factory.handshakeSettings = handshakeSettings(
+        factory.config,
+        factory.__dict__.get("authenticator") is not None,
+        acceptor.levels if acceptor is not None else frozenset(),
+    )
 
 
 class SocksServerFactory(Factory):
@@ -154,6 +216,19 @@ class SocksServerFactory(Factory):
         (C{accessLog.write(record, now)}, with the
         L{socksd.server._log.ConnectionRecord} and the reactor time it
         closed; L{socksd.service.accesslog.AccessLog}), or L{None}.
+    @ivar extras: whether C{metrics}, C{accounting}, C{gssapi} or
+        C{accessLog} is set
+        (kept by setting them): the one flag the per-tunnel path reads, so
+        that a plain tunnel pays for none of them.
+    @ivar socks5Handshake: the SOCKS5 handshake class (kept by setting
+        C{gssapi}).
+    @ivar gssapi: the L{socksd.gssapi.GssapiAcceptor} that serves SOCKS5
+        method 01 (RFC 1961), or L{None}.
+    @ivar throttle: the L{socksd.throttle.LoginThrottle} in front of every
+        password check, or L{None}.
+    @ivar accounting: an L{socksd.interfaces.IAccounting} told when each
+        tunnel opens and when its connection closes (RADIUS accounting),
+        or L{None}.
     @ivar outgoingAddress: the local C{(host, port)} connections to
         destinations leave from (the connect context's C{bindAddress}; a
         rule's C{bind-address} overrides it), or L{None}.
@@ -185,8 +260,7 @@ class SocksServerFactory(Factory):
 
     limits: Any = None
     bandwidth: Any = None
-    metrics: Any = None
-    accessLog: Any = None
+    throttle: Any = None
     outgoingAddress: Any = None
     socks6Sessions: Any = None
     socks6Dtls: Any = None
@@ -194,6 +268,10 @@ class SocksServerFactory(Factory):
     pendingBinds: Any = None
     policy = _PolicySlot()
     authenticator = _AuthenticatorSlot()
+    gssapi = _GssapiSlot()
+    metrics = _ExtraSlot()
+    accounting = _ExtraSlot()
+    accessLog = _ExtraSlot()
 
     def __init__(
         self,
@@ -238,15 +316,15 @@ class SocksServerFactory(Factory):
         self.upstream = upstream
         self.resolver = resolver
         self.policy = policy
+        self.__dict__.update(gssapi=None, metrics=None, accounting=None, accessLog=None)
+        self.extras = False
+        self.socks5Handshake: type = Socks5Handshake
         self.authenticator = authenticator
         self.handlers: dict[int, Callable[..., Any]] = (
             dict(handlers) if handlers is not None else defaultHandlers(self.config)
         )
         self.commands = dict(COMMANDS)
         self.connections: set[SocksConnection] = set()
-        # An instance attribute: read for every connection, faster than the
-        # class's.
-        self.accessLog = None
 
 
     def __repr__(self) -> str:

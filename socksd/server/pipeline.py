@@ -371,29 +371,82 @@ class Pipeline:
         limits = factory.bandwidth
         if limits is None and bandwidth is not None:
             limits = BandwidthLimits(factory.reactor)
-        relay = startRelay(
-            connection,
-            upstream,
-            factory.reactor,
-            initialData=early,
-            clientEnded=self.clientEnded,
-            idleTimeout=config.idleTimeout,
-            noDelay=config.tcpNoDelay,
-            record=record,
-            splice=splice
+        splice = (
+            splice
             and config.splice
             and (
                 limits is None
                 or not limits.meters(
                     record.client, record.user, bandwidth, connection.admission
                 )
-            ),
+            )
         )
-        metrics = factory.metrics
-        if metrics is not None:
-            metrics.tunnelOpened(record)
+        if factory.extras:
+            # Metrics, accounting or GSS-API: one flag for all three.
+            relay = self._startWithExtras(upstream, early, splice)
+        else:
+            relay = startRelay(
+                connection,
+                upstream,
+                factory.reactor,
+                initialData=early,
+                clientEnded=self.clientEnded,
+                idleTimeout=config.idleTimeout,
+                noDelay=config.tcpNoDelay,
+                record=record,
+                splice=splice,
+            )
         if limits is not None:
             limits.throttle(
                 relay, record.client, record.user, bandwidth, connection.admission
             )
+        return relay
+
+    def _startWithExtras(self, upstream: Any, early: bytes, splice: bool) -> Any:
+        """
+        L{startTunnel}'s relay when the factory has metrics, accounting or
+        GSS-API: the framing relay for a GSS-API protected tunnel; the
+        metrics and the accounting are told the tunnel opened.
+        """
+        connection = self.connection
+        factory = self.factory
+        config = factory.config
+        record = connection.record
+        tunnel = getattr(self.handshake, "gssapi", None)
+        if tunnel is not None:
+            from socksd.server.relay.gssapi import startGssapiRelay
+
+            relay = startGssapiRelay(
+                connection,
+                upstream,
+                factory.reactor,
+                tunnel,
+                initialData=early,
+                clientEnded=self.clientEnded,
+                idleTimeout=config.idleTimeout,
+                noDelay=config.tcpNoDelay,
+                record=record,
+                splice=splice,
+            )
+        else:
+            relay = startRelay(
+                connection,
+                upstream,
+                factory.reactor,
+                initialData=early,
+                clientEnded=self.clientEnded,
+                idleTimeout=config.idleTimeout,
+                noDelay=config.tcpNoDelay,
+                record=record,
+                splice=splice,
+            )
+        metrics = factory.metrics
+        if metrics is not None:
+            metrics.tunnelOpened(record)
+        accounting = factory.accounting
+        if accounting is not None:
+            try:
+                accounting.tunnelOpened(record)
+            except Exception:
+                log.failure("accounting a tunnel's start failed")
         return relay

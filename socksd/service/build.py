@@ -10,8 +10,9 @@ access log (C{--access-log}), the metrics and C{/healthz} (C{--metrics}),
 the HAProxy agent check (C{--agent-check}) and the raised open-file limit,
 all under one L{ServingService}, which drains on SIGTERM
 (C{--drain-timeout}) and tells systemd how it is
-(L{socksd.service.systemd}); and the L{Reloader}, which
-reloads the configuration on SIGHUP.
+(L{socksd.service.systemd}); the enterprise logins' parts
+(L{_applyEnterpriseAuth}: GSS-API, the login throttle, RADIUS accounting);
+and the L{Reloader}, which reloads the configuration on SIGHUP.
 """
 
 from __future__ import annotations
@@ -74,6 +75,57 @@ def _applyLimits(
         factory.outgoingAddress = (options["outgoing-address"], 0)
     elif reloading:
         factory.outgoingAddress = None
+
+
+def _applyEnterpriseAuth(
+    options: Options, factory: Any, reactor: Any, reloading: bool = False
+) -> None:
+    """
+    Give C{factory} what docs/auth.rst describes: the GSS-API acceptor
+    (C{--gssapi-keytab}), the login throttle (C{--login-throttle}) and
+    RADIUS accounting (C{--radius-accounting}); the metrics, when
+    C{--metrics} made them, count the throttle's locks.
+
+    @param reloading: the factory is serving (a SIGHUP): the GSS-API
+        acceptor is the new options' (the keytab read again; removed when
+        they have none), for the connections that start from now on; the
+        login throttle stays, with its locks and counts, and takes the new
+        limits (or goes, with C{off}); the accounting stays as it is
+        (C{--radius-accounting} and C{--radius-interim} are
+        L{RESTART_OPTIONS}: the tunnels up must get their Interim-Update
+        and Stop records from the accounting that sent their Start).
+    """
+    acceptor = options.get("gssapiAcceptor")
+    if acceptor is not None or reloading:
+        # Options made it, so that an unusable keytab is a usage error.
+        factory.gssapi = acceptor
+    setting = options.get("throttle")
+    throttle = factory.throttle
+    if setting is None:
+        factory.throttle = None
+    elif throttle is not None:
+        throttle.configure(*setting)
+    else:
+        from socksd.throttle import LoginThrottle
+
+        failures, period = setting
+
+        def locked(address: str) -> None:
+            metrics = factory.metrics
+            if metrics is not None and hasattr(metrics, "loginLocked"):
+                metrics.loginLocked(address)
+
+        factory.throttle = LoginThrottle(reactor, failures, period, onLock=locked)
+    if reloading:
+        return
+    if options.get("radiusAccounting") is not None:
+        from socksd.checkers.radius import RadiusAccounting, RadiusClient
+
+        factory.accounting = RadiusAccounting(
+            RadiusClient(reactor, options["radiusAccounting"]),
+            reactor,
+            interim=options["radius-interim"] or None,
+        )
 
 
 def _parts(options: Options, reactor: Any) -> dict[str, Any]:
@@ -145,6 +197,8 @@ RESTART_OPTIONS = (
     "tcp-fastopen",
     "metrics",
     "inherit-fds",
+    "radius-accounting",
+    "radius-interim",
     "access-log",
     "agent-check",
     "drain-timeout",
@@ -163,6 +217,7 @@ def makeService(options: Options) -> service.IService:
     running = {name: _copy(options[name]) for name in RESTART_OPTIONS}
     factory = SocksServerFactory(reactor, **_parts(options, reactor))
     _applyLimits(options, factory, reactor)
+    _applyEnterpriseAuth(options, factory, reactor)
     dtls = options.get("socks6Dtls")
     if dtls is not None:
         from socksd.server.socks6.dtls import DtlsRelay
@@ -327,14 +382,15 @@ class Reloader(service.Service):
     Reload the configuration on SIGHUP (as Dante and Tor do), without
     dropping a tunnel: the command line is parsed again, over the
     configuration file read again, and the rules, users, upstreams and
-    routes, resolver, limits, bandwidth and timeouts of the new options
-    replace the running ones.  Tunnels already up keep what they started
-    with.
+    routes, resolver, limits, bandwidth, timeouts and GSS-API keytab of
+    the new options replace the running ones; the login throttle keeps its
+    locks and takes the new limits.  Tunnels already up keep what they
+    started with.
 
     A configuration that does not parse, or that would open the proxy (the
     open-proxy guard runs again), is refused: the running one stays, and
     the error is logged.  A changed listener (or worker count, metrics
-    endpoint) is logged as needing a restart.
+    endpoint, RADIUS accounting) is logged as needing a restart.
     """
 
     def __init__(
@@ -429,9 +485,26 @@ class Reloader(service.Service):
 
         factory.handlers = dict(defaultHandlers(factory.config))
         _applyLimits(new, factory, self._reactor, reloading=True)
+        _applyEnterpriseAuth(new, factory, self._reactor, reloading=True)
+        _retireCheckers(self.options)
         self.options = new
         log.info("reloaded the configuration on SIGHUP")
         return True
+
+
+def _retireCheckers(options: Options) -> None:
+    """
+    The checkers of C{options} were replaced: those that hold resources
+    (the thread pools of C{pam} and C{ldap}, the socket of C{radius})
+    release them once their logins under way are answered.
+    """
+    for checker in options.get("credCheckers") or ():
+        retire = getattr(checker, "retire", None)
+        if retire is not None:
+            try:
+                retire()
+            except Exception:
+                log.failure("releasing a replaced checker failed")
 
 
 #: The old name of L{Reloader}.

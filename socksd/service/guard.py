@@ -10,8 +10,9 @@ needs a real limit on who may use it.
   - L{checkerUsers} counts the users a credentials checker knows, where it
     can tell;
   - L{openProxyProblem} says why the options make an open proxy (or
-    L{None}): no authentication that every served protocol enforces (not
-    with C{--socks4-with-auth}; a checker with no users does not count),
+    L{None}): no authentication that every served protocol enforces
+    (C{--auth} or C{--gssapi-keytab}; not with C{--socks4-with-auth}; a
+    checker with no users does not count),
     and no client rules that block some address (destination rules, a
     C{client-default} of C{"pass"} without a blocking rule, do not count).
 
@@ -162,9 +163,13 @@ def checkerUsers(checker: Any) -> int | None:
 def _authProblem(options: Any) -> str | None:
     """Why the options' authentication does not limit who may connect."""
     checkers: Sequence[Any] = options.get("credCheckers") or ()
-    if not checkers:
+    # GSS-API (--gssapi-keytab) is a login too: with it, every protocol
+    # requires one (SOCKS5 method 01; the others are refused without
+    # --auth).
+    gssapi = options.get("gssapi-keytab") is not None
+    if not checkers and not gssapi:
         return "there is no --auth"
-    if all(checkerUsers(checker) == 0 for checker in checkers):
+    if not gssapi and all(checkerUsers(checker) == 0 for checker in checkers):
         return "--auth names no users, so it limits nothing"
     if 4 in options["versions"] and options["socks4-with-auth"]:
         return (

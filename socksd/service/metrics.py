@@ -65,8 +65,10 @@ def refusalKind(reason: str | None) -> str:
         return "timeout"
     if "malformed" in reason or "unknown first byte" in reason:
         return "malformed"
-    if reason.startswith("authentication failed"):
+    if reason.startswith("authentication failed") or reason.startswith("GSS-API"):
         return "auth"
+    if reason.startswith("login throttled"):
+        return "throttled"
     if reason.startswith("quota exhausted"):
         return "quota"
     if reason.startswith("shared state unavailable"):
@@ -123,6 +125,15 @@ class Metrics:
             ["error"],
             registry=self.registry,
         )
+        self.loginLocks = Counter(
+            "socksd_login_locks",
+            "Client addresses locked out by the login throttle.",
+            registry=self.registry,
+        )
+
+    def loginLocked(self, address: str) -> None:
+        """The login throttle locked C{address} out."""
+        self.loginLocks.inc()
 
     def watchUpstreams(self, upstream: Callable[[], Any]) -> None:
         """

@@ -1,8 +1,11 @@
 """
 The command-line options of C{twistd socksd}: L{Options}, whose checks
 turn a bad or dangerous command line or configuration file (an open proxy,
-a bad rule, address, limit, listener, resolver or upstream) into a usage
-error of one or two lines, and L{parseRate} for the bandwidth options.
+a bad rule, address, limit, listener, resolver, upstream, keytab or RADIUS
+setting) into a usage error of one or two lines, and L{parseRate} for the
+bandwidth options.  The enterprise logins' values have their own types
+(L{ThrottleLimits}, L{ProtectionLevels}, L{ServiceName}), checked like
+those of L{socksd.service.configfile}.
 
 The options are a contract (see docs/usage.rst): tests and users rely on
 their names and defaults.  Every option is also a key of the configuration
@@ -22,6 +25,7 @@ from twisted.python import usage
 from socksd.service.configfile import (
     ConfigError,
     Count,
+    OptionType,
     Rate,
     Seconds,
     configKeys,
@@ -93,6 +97,51 @@ def versionText() -> str:
         f"{platform.python_implementation()} {platform.python_version()}\n"
         f"reactor {reactorName}"
     )
+
+
+class ThrottleLimits(OptionType):
+    """
+    C{--login-throttle}: C{FAILURES/SECONDS} (L{socksd.throttle.parseThrottle})
+    or C{off}; the value stays text (made a throttle when the options are
+    checked).
+    """
+
+    expected = (
+        "FAILURES/SECONDS (e.g. 10/60: 10 failed logins within 60 seconds lock "
+        "the address) or off"
+    )
+
+    def parse(self, text: str) -> str:
+        from socksd.throttle import parseThrottle
+
+        parseThrottle(text)
+        return text.strip()
+
+
+class ProtectionLevels(OptionType):
+    """
+    C{--gssapi-protection}: a comma-separated list of GSS-API protection
+    levels (L{socksd.gssapi.parseLevels}); the value stays text.
+    """
+
+    expected = "a comma-separated list of integrity, confidentiality and clear"
+
+    def parse(self, text: str) -> str:
+        from socksd.gssapi import parseLevels
+
+        parseLevels(text)
+        return text.strip()
+
+
+class ServiceName(OptionType):
+    """C{--gssapi-service}: a GSS-API service name, such as C{rcmd}."""
+
+    expected = "a service name without '/', '@' or spaces, e.g. rcmd"
+
+    def parse(self, text: str) -> str:
+        if not text or any(c in text for c in "/@ \t"):
+            raise ValueError(text)
+        return text
 
 
 #: The repeatable options: the key under which each keeps its values.
@@ -239,6 +288,26 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "tcp:9180:interface=127.0.0.1, with /healthz for load balancers "
          "(200 serving, 503 draining); see docs/deployment.rst (needs the "
          "metrics extra)."],
+        # Enterprise authentication (docs/auth.rst).
+        ["gssapi-keytab", None, None, "Serve SOCKS5 GSS-API (method 01, RFC "
+         "1961) with the keys of this keytab (needs the gssapi extra); "
+         "read again on SIGHUP."],
+        ["gssapi-service", None, "rcmd", "The GSS-API service name: clients "
+         "ask for SERVICE/HOST (HOST: the name they connect to).",
+         ServiceName("gssapi-service")],
+        ["gssapi-protection", None, "integrity,confidentiality", "The GSS-API "
+         "protection levels accepted: integrity, confidentiality, and clear "
+         "(no per-message protection: opt-in, for curl).",
+         ProtectionLevels("gssapi-protection")],
+        ["login-throttle", None, "10/60", "FAILURES/SECONDS: after that many "
+         "failed logins from one address within SECONDS, refuse its logins "
+         "for a growing period; off: no throttle.", ThrottleLimits("login-throttle")],
+        ["radius-accounting", None, None, "RADIUS accounting: "
+         "server=HOST[,HOST...]:secret-file=PATH[:port=1813][:timeout=S]"
+         "[:retries=N][:nas-id=NAME] (Start, Interim-Update, Stop); a change "
+         "needs a restart."],
+        ["radius-interim", None, 0.0, "Seconds between RADIUS "
+         "Interim-Update records (0: none).", Seconds("radius-interim", "none")],
         ["access-log", None, None, "Write one JSON object per line for "
          "every finished connection (refusals included) to this file, or - "
          "for the standard output; SIGUSR1 reopens it (see "
@@ -426,7 +495,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         Require a username and password, checked by this twisted.cred
         checker (repeatable): htpasswd:PATH (Apache's htpasswd file,
         bcrypt or SHA-crypt; preferred), file:PATH (plain text), memory:USER:PASSWORD,
-        unix, or any checker plugin (--help-auth lists them).
+        unix, pam[:service=NAME], ldap:..., radius:... (see docs/auth.rst),
+        or any checker plugin (--help-auth lists them).
         """
         descriptions = self._values("auth")
         kind, _, argument = description.partition(":")
@@ -493,6 +563,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self._checkMetrics()
         self._checkOperations()
         self._checkUsers()
+        self._checkEnterprise()
         self["policy"] = self._buildPolicy()
         self._checkSharedState()
         self._checkUpstreams()
@@ -672,6 +743,57 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 "process would count on its own)"
             )
 
+    def _checkEnterprise(self) -> None:
+        """
+        Check the GSS-API, login throttle and RADIUS accounting options,
+        and make what they describe: C{gssapiLevels}, C{gssapiAcceptor}
+        (made here, so that an unusable keytab is a usage error),
+        C{throttle} and C{radiusAccounting}.
+        """
+        from socksd.gssapi import parseLevels
+        from socksd.throttle import parseThrottle
+
+        # Checked by their types already.
+        self["gssapiLevels"] = parseLevels(self["gssapi-protection"])
+        self["throttle"] = parseThrottle(self["login-throttle"])
+        self["gssapiAcceptor"] = None
+        keytab = self["gssapi-keytab"]
+        if keytab is not None:
+            from socksd.gssapi import GssapiAcceptor, GssapiError, gssapiMissing
+
+            missing = gssapiMissing()
+            if missing:
+                raise usage.UsageError(
+                    f"--gssapi-keytab needs the gssapi extra ({missing})"
+                )
+            try:
+                self["gssapiAcceptor"] = GssapiAcceptor(
+                    keytab, self["gssapi-service"], self["gssapiLevels"]
+                )
+            except GssapiError as error:
+                reason = str(error).removeprefix(f"keytab {keytab}: ")
+                raise usage.UsageError(
+                    f"--gssapi-keytab {keytab!r}: {reason} (expected a keytab "
+                    f"holding keys for {self['gssapi-service']}/HOST)"
+                )
+        self["radiusAccounting"] = None
+        accounting = self["radius-accounting"]
+        if accounting is None:
+            if self["radius-interim"]:
+                raise usage.UsageError("--radius-interim needs --radius-accounting")
+            return
+        from socksd.checkers.radius import RadiusError, radiusSettings
+
+        try:
+            self["radiusAccounting"] = radiusSettings(accounting, defaultPort=1813)
+        except (RadiusError, ValueError, OSError) as error:
+            if isinstance(error, OSError) and error.filename:
+                error = f"cannot read {error.filename}: {error.strerror or error}"
+            raise usage.UsageError(
+                f"--radius-accounting {accounting!r}: {error} (expected "
+                "server=HOST[,HOST...]:secret-file=PATH[:port=1813]...)"
+            )
+
     def _buildPolicy(self) -> Any:
         """
         Compile the access rules once, here, so a bad rule is a usage error
@@ -721,9 +843,20 @@ def _ruleQuotas(policy) -> bool:
 
 
 
+#: The --auth checkers whose descriptions hold no secret but C{memory:}'s
+#: passwords (L{_hideSecret} hides those).
+_PLAIN_CHECKERS = frozenset({"memory", "file", "htpasswd", "unix"})
+
+
 def _hideSecret(description: str) -> str:
-    """An --auth description for messages: C{memory:} passwords hidden."""
+    """
+    An --auth description for messages: C{memory:} passwords hidden; of a
+    plugin's checker (C{pam}, C{ldap}, C{radius}, another package's), only
+    its name, as its arguments might hold a secret.
+    """
     kind, colon, argument = description.partition(":")
+    if kind.strip().lower() not in _PLAIN_CHECKERS:
+        return kind
     if kind.strip().lower() != "memory" or not argument:
         return description
     pieces = argument.split(":")

@@ -690,3 +690,375 @@ class ExampleFileTests(SynchronousTestCase):
         self.assertTrue(options["deny-private-destinations"])
         self.assertEqual(len(options["policy"].destinationRules), 2)
         self.assertFalse(options["policy"].passesEveryClient())
+        self.assertEqual(options["throttle"], (5, 300.0))
+
+
+def writeKeytab(path: Path, principal: str = "rcmd/localhost") -> str:
+    """
+    Write an MIT keytab (format 0x0502) holding one random AES-256 key for
+    C{principal}@EXAMPLE.COM: enough for a GSS-API acceptor to start (no
+    KDC needed, nobody can log in with it).
+    """
+    import struct
+
+    def counted(data: bytes) -> bytes:
+        return struct.pack("!H", len(data)) + data
+
+    components = principal.split("/")
+    entry = struct.pack("!H", len(components)) + counted(b"EXAMPLE.COM")
+    entry += b"".join(counted(c.encode()) for c in components)
+    entry += struct.pack("!IIB", 1, 0, 1)  # KRB5_NT_PRINCIPAL, timestamp, kvno
+    entry += struct.pack("!H", 18) + counted(os.urandom(32))  # aes256-cts
+    path.write_bytes(b"\x05\x02" + struct.pack("!i", len(entry)) + entry)
+    return str(path)
+
+
+def requireGssapi(testCase: Any) -> None:
+    from socksd.gssapi import gssapiMissing
+
+    if gssapiMissing():
+        raise testCase.skipTest(gssapiMissing())
+
+
+def requirePyrad(testCase: Any) -> None:
+    from socksd.checkers.radius import radiusMissing
+
+    if radiusMissing():
+        raise testCase.skipTest(radiusMissing())
+
+
+class EnterpriseOptionsTests(SynchronousTestCase):
+    """
+    The options of the enterprise logins (docs/auth.rst) are typed like the
+    others: keys of the configuration file, and usage errors of one line
+    naming the option, the value and what is expected.
+    """
+
+    def test_keys(self) -> None:
+        """
+        Each option is a configuration file key whose value its type
+        checks.
+        """
+        keys = configKeys(Options)
+        for name in (
+            "login-throttle",
+            "gssapi-keytab",
+            "gssapi-service",
+            "gssapi-protection",
+            "radius-accounting",
+            "radius-interim",
+        ):
+            self.assertIn(name, keys)
+            self.assertEqual(keys[name].kind, "value")
+        self.assertEqual(keys["radius-interim"].convert(30), 30.0)
+        self.assertEqual(keys["login-throttle"].convert("5/300"), "5/300")
+        self.assertEqual(keys["login-throttle"].convert("off"), "off")
+        self.assertEqual(keys["gssapi-protection"].convert("clear"), "clear")
+        self.assertEqual(keys["gssapi-service"].convert("socks"), "socks")
+        for key, value in [
+            ("radius-interim", "30"),
+            ("radius-interim", -1),
+            ("login-throttle", "lots"),
+            ("login-throttle", 5),
+            ("gssapi-protection", "secret"),
+            ("gssapi-service", "rcmd/host"),
+            ("gssapi-keytab", 1),
+        ]:
+            self.assertRaises(ValueError, keys[key].convert, value)
+
+    def test_configFile(self) -> None:
+        """
+        The file's values take effect, the command line overrides them, and
+        a bad one names its line.
+        """
+        from socksd.wire.gssapi import LEVEL_INTEGRITY
+
+        path = writeFile(
+            self, 'login-throttle = "5/300"\ngssapi-protection = "integrity"\n'
+        )
+        options = parse("--config", path)
+        self.assertEqual(options["throttle"], (5, 300.0))
+        self.assertEqual(options["gssapiLevels"], frozenset({LEVEL_INTEGRITY}))
+        self.assertIsNone(parse("--config", path, "--login-throttle", "off")["throttle"])
+        self.assertEqual(parse()["throttle"], (10, 60.0))
+        bad = writeFile(self, 'max-connections = 3\nradius-interim = "soon"\n')
+        message = usageError(self, "--config", bad)
+        self.assertIn(f"{bad} line 2", message)
+        self.assertIn("expected a number of seconds", message)
+
+    def test_messages(self) -> None:
+        """
+        Each bad value gives its one-line message, in the words of the
+        other options' errors.
+        """
+        cases = [
+            (["--login-throttle", "lots"],
+             "--login-throttle 'lots': expected FAILURES/SECONDS (e.g. 10/60"),
+            (["--login-throttle", "0/60"], "--login-throttle '0/60': expected"),
+            (["--gssapi-protection", "secret"],
+             "--gssapi-protection 'secret': expected a comma-separated list of "
+             "integrity, confidentiality and clear"),
+            (["--gssapi-protection", ","], "--gssapi-protection ',': expected"),
+            (["--gssapi-service", "rcmd/host"],
+             "--gssapi-service 'rcmd/host': expected a service name"),
+            (["--radius-interim", "-1"],
+             "--radius-interim '-1': expected a number of seconds, 0 or more (0: none)"),
+            (["--radius-interim", "often"], "--radius-interim 'often': expected"),
+            (["--radius-interim", "30"], "--radius-interim needs --radius-accounting"),
+        ]
+        for argv, expected in cases:
+            message = usageError(self, *argv)
+            self.assertIn(expected, message, argv)
+            self.assertNotIn("\n", message, argv)
+
+    def test_keytabMessages(self) -> None:
+        """
+        A keytab that cannot serve is a usage error naming the option and
+        the file; a usable one makes the acceptor at parse time.
+        """
+        requireGssapi(self)
+        missing = self.mktemp()
+        message = usageError(self, "--gssapi-keytab", missing)
+        self.assertTrue(message.startswith(f"--gssapi-keytab {missing!r}: "), message)
+        self.assertIn("(expected a keytab holding keys for rcmd/HOST)", message)
+        self.assertEqual(message.count(missing), 2, message)
+        keytab = writeKeytab(Path(self.mktemp()))
+        options = parse("--gssapi-keytab", keytab, "--gssapi-protection", "clear")
+        self.assertEqual(options["gssapiAcceptor"].keytab, keytab)
+        self.assertEqual(options["gssapiAcceptor"].levels, frozenset({0}))
+
+    def test_radiusAccountingMessages(self) -> None:
+        """
+        Bad RADIUS accounting settings are usage errors naming the option,
+        the value and the problem (an unreadable secret file by its name).
+        """
+        requirePyrad(self)
+        missing = self.mktemp()
+        value = f"server=127.0.0.1:secret-file={missing}"
+        message = usageError(self, "--radius-accounting", value)
+        self.assertTrue(message.startswith(f"--radius-accounting {value!r}: "), message)
+        self.assertIn(f"cannot read {missing}: No such file or directory", message)
+        secret = Path(self.mktemp())
+        secret.write_text("s3cret\n")
+        message = usageError(
+            self, "--radius-accounting", f"server=127.0.0.1:secret-file={secret}:port=0"
+        )
+        self.assertIn("port= must be at least 1", message)
+        self.assertNotIn("s3cret", message)
+        options = parse(
+            "--radius-accounting",
+            f"server=127.0.0.1:secret-file={secret}",
+            "--radius-interim",
+            "30",
+        )
+        self.assertEqual(options["radiusAccounting"].servers, (("127.0.0.1", 1813),))
+        self.assertEqual(options["radius-interim"], 30.0)
+
+    def test_pluginDescriptionsHidden(self) -> None:
+        """
+        An --auth error shows C{memory:} without its passwords, C{file:}
+        and C{htpasswd:} whole, and of a plugin's checker (whose arguments
+        might hold a secret) only its name.
+        """
+        from socksd.service.options import _hideSecret
+
+        self.assertEqual(_hideSecret("memory:alice:pw:bob:pw2"), "memory:alice:***:bob:***")
+        self.assertEqual(_hideSecret("file:/etc/socksd.passwd"), "file:/etc/socksd.passwd")
+        self.assertEqual(_hideSecret("htpasswd:/etc/h"), "htpasswd:/etc/h")
+        self.assertEqual(_hideSecret("ldap:host=a:bindpw=s3cret"), "ldap")
+        self.assertEqual(_hideSecret("radius:server=a"), "radius")
+
+    def test_openProxyGuard(self) -> None:
+        """
+        GSS-API is a login every protocol enforces (SOCKS5 method 01; the
+        others refused without --auth): with it, a public listener is no
+        open proxy, unless --socks4-with-auth lets SOCKS4 in.
+        """
+        from socksd.service.guard import openProxyProblem
+
+        options = {
+            "allow-open-proxy": 0,
+            "listen": ["tcp:1080:interface=0.0.0.0"],
+            "credCheckers": [],
+            "gssapi-keytab": "/etc/socksd/socksd.keytab",
+            "versions": frozenset({4, 5, 6}),
+            "socks4-with-auth": 0,
+            "policy": None,
+        }
+        self.assertIsNone(openProxyProblem(options))
+        self.assertIn(
+            "--socks4-with-auth", openProxyProblem(dict(options, **{"socks4-with-auth": 1}))
+        )
+        self.assertIn(
+            "there is no --auth", openProxyProblem(dict(options, **{"gssapi-keytab": None}))
+        )
+        requireGssapi(self)
+        keytab = writeKeytab(Path(self.mktemp()))
+        parse(*PUBLIC, "--gssapi-keytab", keytab)
+        self.assertIn(
+            "refusing to start an open proxy",
+            usageError(self, *PUBLIC, "--gssapi-keytab", keytab, "--socks4-with-auth"),
+        )
+
+
+class EnterpriseReloadTests(TestCase):
+    """
+    What SIGHUP does to the enterprise logins, over real sockets: the login
+    throttle keeps its locks and takes the new limits, the GSS-API keytab
+    is read again (or GSS-API turned off), RADIUS accounting needs a
+    restart, and replaced checkers release what they hold.
+    """
+
+    def setUp(self) -> None:
+        self.config = Path(self.mktemp() + ".toml")
+        self.events: list[dict] = []
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def write(self, text: str) -> None:
+        self.config.write_text(textwrap.dedent(text))
+
+    async def serve(self) -> tuple[Reloader, Any, int]:
+        """The service's factory and reloader, from the file; its port."""
+        from socksd.server import SocksServerFactory
+        from socksd.service.build import _applyEnterpriseAuth
+
+        options = parse("--config", str(self.config))
+        factory = SocksServerFactory(reactor, **_parts(options, reactor))
+        _applyEnterpriseAuth(options, factory, reactor)
+        running = {name: options[name] for name in RESTART_OPTIONS}
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+        self.addCleanup(port.stopListening)
+        return Reloader(options, running, factory, reactor), factory, port.getHost().port
+
+    async def exchange(self, port: int, data: bytes, size: int, host: str = "127.0.0.1") -> bytes:
+        """Send C{data} from C{host}; the first C{size} bytes answered."""
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+        from twisted.internet.protocol import Factory
+
+        from socksd.test.test_bind import RawClient
+
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=(host, 0))
+        client = await endpoint.connect(Factory.forProtocol(RawClient))
+        self.addCleanup(client.transport.loseConnection)
+        client.transport.write(data)
+        answer = await client.readExactly(size)
+        client.transport.loseConnection()
+        return answer
+
+    async def login(self, port: int, password: bytes, host: str = "127.0.0.1") -> bytes:
+        """A SOCKS5 login as alice; the method selection and the status."""
+        from socksd.test.test_server_auth import credentials
+
+        data = bytes.fromhex("05 01 02") + credentials(b"alice", password)
+        return await self.exchange(port, data, 4, host)
+
+    async def test_throttleKeepsItsLocks(self) -> None:
+        """
+        A reload that changes the users and the throttle's limits keeps the
+        throttle, its locks and its counts: a locked address stays locked
+        (the new password refused unasked) while another address logs in
+        with it; C{off} then removes the throttle.
+        """
+        self.write('auth = "memory:alice:one"\nlogin-throttle = "2/60"\n')
+        reloader, factory, port = await self.serve()
+        throttle = factory.throttle
+        self.assertEqual((throttle.failures, throttle.period), (2, 60.0))
+        from twisted.internet.address import IPv4Address
+
+        local = IPv4Address("TCP", "127.0.0.1", 40000)
+        throttle.failed(local)
+        throttle.failed(local)
+        self.assertFalse(throttle.allowed(local))
+
+        self.write('auth = "memory:alice:two"\nlogin-throttle = "5/120"\n')
+        self.assertTrue(reloader.reload())
+        self.assertIs(factory.throttle, throttle)
+        self.assertEqual((throttle.failures, throttle.period), (5, 120.0))
+        self.assertEqual(await self.login(port, b"two"), bytes.fromhex("05 02 01 01"))
+        self.assertEqual(
+            await self.login(port, b"two", "127.0.0.2"), bytes.fromhex("05 02 01 00")
+        )
+
+        self.write('auth = "memory:alice:two"\nlogin-throttle = "off"\n')
+        self.assertTrue(reloader.reload())
+        self.assertIsNone(factory.throttle)
+        self.assertEqual(await self.login(port, b"two"), bytes.fromhex("05 02 01 00"))
+
+    async def test_gssapiKeytabReadAgain(self) -> None:
+        """
+        A reload reads the keytab again (a new file, new levels: the next
+        client is offered method 01 by the new acceptor); one without
+        C{gssapi-keytab} turns GSS-API off (method 01 no longer selected).
+        """
+        requireGssapi(self)
+        from socksd.handshake import Socks5Handshake
+        from socksd.handshake.socks5 import GssapiSocks5Handshake
+
+        first = writeKeytab(Path(self.mktemp()))
+        second = writeKeytab(Path(self.mktemp()))
+        self.write(f'gssapi-keytab = "{first}"\n')
+        reloader, factory, port = await self.serve()
+        acceptor = factory.gssapi
+        self.assertEqual(acceptor.keytab, first)
+        self.assertEqual(await self.exchange(port, bytes.fromhex("05 01 01"), 2), b"\x05\x01")
+
+        self.write(f'gssapi-keytab = "{second}"\ngssapi-protection = "clear"\n')
+        self.assertTrue(reloader.reload())
+        self.assertIsNot(factory.gssapi, acceptor)
+        self.assertEqual(factory.gssapi.keytab, second)
+        self.assertEqual(factory.handshakeSettings.gssapiLevels, frozenset({0}))
+        self.assertIs(factory.socks5Handshake, GssapiSocks5Handshake)
+        self.assertEqual(await self.exchange(port, bytes.fromhex("05 01 01"), 2), b"\x05\x01")
+
+        self.write("")
+        self.assertTrue(reloader.reload())
+        self.assertIsNone(factory.gssapi)
+        self.assertIs(factory.socks5Handshake, Socks5Handshake)
+        self.assertFalse(factory.extras)
+        self.assertEqual(await self.exchange(port, bytes.fromhex("05 01 01"), 2), b"\x05\xff")
+
+    async def test_accountingNeedsARestart(self) -> None:
+        """
+        A reload that changes C{radius-accounting} or C{radius-interim}
+        keeps the running accounting (its tunnels' Stop records come from
+        it) and logs that a restart is needed.
+        """
+        requirePyrad(self)
+        secret = Path(self.mktemp())
+        secret.write_text("s3cret\n")
+        self.write(
+            f'radius-accounting = "server=127.0.0.1:secret-file={secret}"\n'
+            "radius-interim = 60\n"
+        )
+        reloader, factory, port = await self.serve()
+        accounting = factory.accounting
+        self.assertEqual(accounting.interim, 60.0)
+        self.write(
+            f'radius-accounting = "server=127.0.0.2:secret-file={secret}"\n'
+            "radius-interim = 30\n"
+        )
+        self.assertTrue(reloader.reload())
+        self.assertIs(factory.accounting, accounting)
+        self.assertEqual(accounting.client.settings.servers, (("127.0.0.1", 1813),))
+        restart = {e.get("option") for e in self.events if "restart" in e.get("log_format", "")}
+        self.assertEqual(restart, {"radius-accounting", "radius-interim"})
+
+    async def test_replacedCheckersRetired(self) -> None:
+        """
+        The checkers a reload replaces are retired (their pools and sockets
+        released once their logins under way are answered); the new ones
+        serve.
+        """
+        self.write('auth = "memory:alice:one"\n')
+        reloader, factory, port = await self.serve()
+        retired: list[Any] = []
+        for checker in reloader.options["credCheckers"]:
+            checker.retire = lambda checker=checker: retired.append(checker)
+        old = list(reloader.options["credCheckers"])
+        self.write('auth = "memory:alice:two"\n')
+        self.assertTrue(reloader.reload())
+        self.assertEqual(retired, old)
+        self.assertEqual(await self.login(port, b"two"), bytes.fromhex("05 02 01 00"))

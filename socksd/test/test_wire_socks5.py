@@ -579,14 +579,34 @@ class ClientVectorTests(VectorMixin, SynchronousTestCase):
 
     def test_unknownMethodFinishes(self) -> None:
         """
-        A selected method the codec does not speak (GSSAPI) finishes it; the
-        bytes after the selection are the caller's.
+        A selected method the codec does not speak (a private one) finishes
+        it; the bytes after the selection are the caller's.
+        """
+        codec = Socks5ClientCodec()
+        codec.send(MethodOffer((0x80,)))
+        self.assertEqual(codec.receiveData(h("05 80 01 01")), [MethodSelection(0x80)])
+        self.assertTrue(codec.finished)
+        self.assertEqual(codec.unconsumed(), h("01 01"))
+
+    def test_gssapiWaitsForOwner(self) -> None:
+        """
+        After the selection of GSS-API (01), the bytes that follow are RFC
+        1961's, for the owner (L{Socks5ClientCodec.takeGssapiBytes}); once
+        the owner calls C{gssapiDone}, the request may be sent and its reply
+        is parsed.
         """
         codec = Socks5ClientCodec()
         codec.send(MethodOffer((METHOD_GSSAPI,)))
         self.assertEqual(codec.receiveData(h("05 01 01 01")), [MethodSelection(1)])
-        self.assertTrue(codec.finished)
-        self.assertEqual(codec.unconsumed(), h("01 01"))
+        self.assertFalse(codec.finished)
+        self.assertEqual(codec.unconsumed(), b"")
+        self.assertEqual(codec.takeGssapiBytes(), h("01 01"))
+        self.assertRaises(OutOfTurn, codec.send, Request(CMD_CONNECT, IPV4))
+        codec.gssapiDone()
+        self.assertRaises(OutOfTurn, codec.gssapiDone)
+        codec.send(Request(CMD_CONNECT, IPV4))
+        [reply] = codec.receiveData(h("05 00 00 01 7f 00 00 01 00 50"))
+        self.assertEqual(reply.code, 0)
 
     def test_nothingBeforeGreeting(self) -> None:
         """

@@ -558,8 +558,11 @@ class Socks5ServerCodec(Codec):
            - 0x97: an L{ExtendedAuthRequest};
            - 0x00: a L{Request}, or (Tor's leniency) a
              L{UsernamePasswordRequest}, told apart by the first byte, 05 or 01;
-           - 0xFF or any other method (e.g. GSSAPI, which socksd does not
-             speak): nothing; the codec has L{finished}.
+           - 0x01 (GSS-API, RFC 1961): nothing until the owner, who runs
+             the GSS-API exchange itself (L{socksd.wire.gssapi}), calls
+             L{gssapiDone}; then a L{Request} (whose bytes the owner
+             unwraps first when the client protects them);
+           - 0xFF or any other method: nothing; the codec has L{finished}.
       3. After a username/password or extended request, parsing pauses until
          C{send(UsernamePasswordReply(s))} or C{send(ExtendedAuthReply(s))}
          (matching the request).  A status other than 0 finishes the
@@ -612,6 +615,35 @@ class Socks5ServerCodec(Codec):
     def _readExtended(self, buffer: bytearray) -> ExtendedAuthRequest | None:
         return _readExtendedAuthRequest(buffer, self._maxPairs, self._maxBytes)
 
+    def gssapiDone(self) -> None:
+        """
+        The GSS-API method (01), which the owner ran, has authenticated the
+        client: parse the L{Request} next.
+
+        @raise OutOfTurn: method 01 was not selected, or this was called
+            already.
+        """
+        if (
+            self._selected != METHOD_GSSAPI
+            or self._finished
+            or self._step is not None
+            or self._request is not None
+        ):
+            raise OutOfTurn("gssapiDone() only follows the selection of method 01")
+        self._step = _readRequest
+
+    def takeGssapiBytes(self) -> bytes:
+        """
+        Take the bytes received after the L{MethodOffer} once method 01 is
+        selected and before L{gssapiDone}: they are RFC 1961's, for the
+        owner.
+        """
+        if self._selected != METHOD_GSSAPI or self._step is not None:
+            return b""
+        data = bytes(self._buffer)
+        del self._buffer[:]
+        return data
+
     def _nextStep(self) -> Step | None:
         return self._step
 
@@ -647,7 +679,7 @@ class Socks5ServerCodec(Codec):
                 METHOD_TOR_EXTENDED: self._readExtended,
                 METHOD_NO_AUTH: _readAuthOrRequest,
             }.get(method)
-            if self._step is None:
+            if self._step is None and method != METHOD_GSSAPI:
                 self._finished = True
         elif isinstance(message, (UsernamePasswordReply, ExtendedAuthReply)):
             self._expecting = None
@@ -678,6 +710,10 @@ class Socks5ServerCodec(Codec):
         if isinstance(message, Reply):
             return message.code != REPLY_SUCCEEDED
         return False
+
+
+#: What the client codec's C{_auth} holds once GSS-API has authenticated.
+_GSSAPI_DONE = object()
 
 
 class Socks5ClientCodec(Codec):
@@ -773,6 +809,31 @@ class Socks5ClientCodec(Codec):
             return None
         return _readReply
 
+    def takeGssapiBytes(self) -> bytes:
+        """
+        Take the bytes received after the L{MethodSelection} of method 01
+        (RFC 1961's, for the owner, who runs the GSS-API exchange) until
+        L{gssapiDone}.
+        """
+        if self._selected != METHOD_GSSAPI or self._auth is not None:
+            return b""
+        data = bytes(self._buffer)
+        del self._buffer[:]
+        return data
+
+    def gssapiDone(self) -> None:
+        """
+        The GSS-API exchange (method 01), which the owner ran, succeeded:
+        the L{Request} may be sent, and its L{Reply} is parsed next.
+
+        @raise OutOfTurn: method 01 was not selected, or this was called
+            already.
+        """
+        if self._selected != METHOD_GSSAPI or self._auth is not None:
+            raise OutOfTurn("gssapiDone() only follows the selection of method 01")
+        self._auth = _GSSAPI_DONE
+        self._authStatus = AUTH_SUCCESS
+
     @staticmethod
     def _methodOf(auth: object) -> int:
         if isinstance(auth, UsernamePasswordRequest):
@@ -802,6 +863,7 @@ class Socks5ClientCodec(Codec):
                 METHOD_NO_AUTH,
                 METHOD_USERNAME_PASSWORD,
                 METHOD_TOR_EXTENDED,
+                METHOD_GSSAPI,
             ):
                 self._finished = True
             elif (

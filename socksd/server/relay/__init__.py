@@ -11,6 +11,9 @@ allow it, else with the ordinary one.
     the idle timeout both relays share (L{IdleWatch});
   - L{socksd.server.relay.splice}: the splice(2) relay for plain TCP
     sockets on Linux, and its pipe pool;
+  - L{socksd.server.relay.gssapi}: the framing relay of tunnels whose
+    client agreed GSS-API integrity or confidentiality (RFC 1961), which
+    splice(2) cannot serve (L{socksd.server.relay.gssapi.startGssapiRelay});
   - L{socksd.server.relay._transport}: what the relays and the connection
     read of Twisted's transports beyond their interfaces (L{writeNow},
     L{openPlainTcp} ...), in one place.
@@ -64,6 +67,7 @@ def startRelay(
     noDelay: bool = True,
     record: Any = None,
     splice: bool = False,
+    relayClass: Any = Relay,
 ) -> Any:
     """
     Join C{client} and C{upstream} (see L{socksd.server.relay.stream}).
@@ -86,6 +90,8 @@ def startRelay(
         the byte counts.
     @param splice: use L{socksd.server.relay.splice.SpliceRelay}
         (zero-copy) when both transports allow it.
+    @param relayClass: what makes the relay when it is not spliced: called
+        like L{Relay} (the GSS-API framing relay passes its own).
     @return: the running relay: a L{Relay}, or with C{splice} possibly a
         L{socksd.server.relay.splice.SpliceRelay} (which has no throttles).
     """
@@ -104,7 +110,7 @@ def startRelay(
             return spliced
     clientTransport = client.transport
     upstreamTransport = upstream.transport
-    relay = Relay(clientTransport, upstreamTransport, reactor, idleTimeout, record)
+    relay = relayClass(clientTransport, upstreamTransport, reactor, idleTimeout, record)
     if record is not None:
         record.relay = relay
     if noDelay:

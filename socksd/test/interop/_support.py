@@ -58,3 +58,20 @@ async def startSocksd(testCase: TestCase, **config) -> int:
         config=ServerConfig(**config),
     )
     return await listen(testCase, factory)
+
+
+def pythonSocksFetch(socksPort: int, webPort: int, username: str, password: str) -> bytes:
+    """python-socks (blocking: run it in a thread) fetches /page; its body."""
+    from python_socks.sync import Proxy
+
+    proxy = Proxy.from_url(f"socks5://{username}:{password}@127.0.0.1:{socksPort}")
+    sock = proxy.connect(dest_host="127.0.0.1", dest_port=webPort, timeout=20)
+    try:
+        sock.settimeout(20)
+        sock.sendall(b"GET /page HTTP/1.0\r\nHost: x\r\n\r\n")
+        received = bytearray()
+        while chunk := sock.recv(65536):
+            received += chunk
+        return bytes(received).partition(b"\r\n\r\n")[2]
+    finally:
+        sock.close()
