@@ -160,7 +160,7 @@ class _GssapiSlot:
 
 class _ExtraSlot:
     """
-    The factory's C{metrics} and C{accounting}: setting one updates
+    The factory's C{metrics}, C{accounting} and C{accessLog}: setting one updates
     C{factory.extras}.  Reading it is reading the instance's attribute.
     """
 
@@ -175,7 +175,8 @@ class _ExtraSlot:
 def _updateExtras(factory: Any) -> None:
     attributes = factory.__dict__
     factory.extras = any(
-        attributes.get(name) is not None for name in ("metrics", "accounting", "gssapi")
+        attributes.get(name) is not None
+        for name in ("metrics", "accounting", "gssapi", "accessLog")
     )
 
 
@@ -211,7 +212,16 @@ class SocksServerFactory(Factory):
         bandwidth applies either way.
     @ivar metrics: a L{socksd.service.metrics.Metrics} told of every connection,
         or L{None}.
+<<<<<<< HEAD
     @ivar extras: whether C{metrics}, C{accounting} or C{gssapi} is set
+=======
+    @ivar accessLog: what gets every finished connection's record
+        (C{accessLog.write(record, now)}, with the
+        L{socksd.server._log.ConnectionRecord} and the reactor time it
+        closed; L{socksd.service.accesslog.AccessLog}), or L{None}.
+    @ivar extras: whether C{metrics}, C{accounting}, C{gssapi} or
+        C{accessLog} is set
+>>>>>>> i15
         (kept by setting them): the one flag the per-tunnel path reads, so
         that a plain tunnel pays for none of them.
     @ivar socks5Handshake: the SOCKS5 handshake class (kept by setting
@@ -223,10 +233,13 @@ class SocksServerFactory(Factory):
     @ivar accounting: an L{socksd.interfaces.IAccounting} told when each
         tunnel opens and when its connection closes (RADIUS accounting),
         or L{None}.
+<<<<<<< HEAD
     @ivar accessLog: what gets every finished connection's record
         (C{accessLog.write(record, now)}, with the
         L{socksd.server._log.ConnectionRecord} and the reactor time it
         closed; L{socksd.service.accesslog.AccessLog}), or L{None}.
+=======
+>>>>>>> i15
     @ivar outgoingAddress: the local C{(host, port)} connections to
         destinations leave from (the connect context's C{bindAddress}; a
         rule's C{bind-address} overrides it), or L{None}.
@@ -259,7 +272,10 @@ class SocksServerFactory(Factory):
     limits: Any = None
     bandwidth: Any = None
     throttle: Any = None
+<<<<<<< HEAD
     accessLog: Any = None
+=======
+>>>>>>> i15
     outgoingAddress: Any = None
     socks6Sessions: Any = None
     socks6Dtls: Any = None
@@ -270,6 +286,7 @@ class SocksServerFactory(Factory):
     gssapi = _GssapiSlot()
     metrics = _ExtraSlot()
     accounting = _ExtraSlot()
+    accessLog = _ExtraSlot()
 
     def __init__(
         self,
@@ -314,7 +331,7 @@ class SocksServerFactory(Factory):
         self.upstream = upstream
         self.resolver = resolver
         self.policy = policy
-        self.__dict__.update(gssapi=None, metrics=None, accounting=None)
+        self.__dict__.update(gssapi=None, metrics=None, accounting=None, accessLog=None)
         self.extras = False
         self.socks5Handshake: type = Socks5Handshake
         self.authenticator = authenticator
@@ -323,9 +340,6 @@ class SocksServerFactory(Factory):
         )
         self.commands = dict(COMMANDS)
         self.connections: set[SocksConnection] = set()
-        # An instance attribute: read for every connection, faster than the
-        # class's.
-        self.accessLog = None
 
 
     def __repr__(self) -> str:

@@ -518,9 +518,13 @@ class AccessLogOptionsTests(SynchronousTestCase):
         factory = list(top)[0].factory
         self.assertIsInstance(factory.accessLog, AccessLog)
         self.assertIn(factory.accessLog, list(top))
+        # The one flag a closing connection reads before the extras.
+        self.assertTrue(factory.extras)
         options = Options()
         options.parseOptions([])
-        self.assertIsNone(list(makeService(options))[0].factory.accessLog)
+        factory = list(makeService(options))[0].factory
+        self.assertIsNone(factory.accessLog)
+        self.assertFalse(factory.extras)
 
 
 class AccessLogProcessTests(SynchronousTestCase):
