@@ -282,10 +282,6 @@ class SocksConnection:
         except Exception:
             log.failure("logging a connection failed")
         if factory.extras:
-<<<<<<< HEAD
-            # Metrics, accounting or GSS-API: one flag for all three.
-            self._closedWithExtras(factory, record)
-=======
             # Metrics, accounting, GSS-API or the access log: one flag for all.
             self._closedWithExtras(factory, record, now)
         # Last: a drain waiting for the last connection may stop the access
@@ -297,22 +293,12 @@ class SocksConnection:
         Give the factory's access log the connection's record; tell its
         metrics and accounting the connection is gone.
         """
->>>>>>> i15
         accessLog = factory.accessLog
         if accessLog is not None:
             try:
                 accessLog.write(record, now)
             except Exception:
                 log.failure("writing a connection's access record failed")
-<<<<<<< HEAD
-        # Last: a drain waiting for the last connection may stop the access
-        # log and the metrics now.
-        factory.connections.discard(self)
-
-    def _closedWithExtras(self, factory: Any, record: Any) -> None:
-        """Tell the factory's metrics and accounting the connection is gone."""
-=======
->>>>>>> i15
         metrics = factory.metrics
         if metrics is not None:
             try:

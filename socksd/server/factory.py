@@ -212,16 +212,12 @@ class SocksServerFactory(Factory):
         bandwidth applies either way.
     @ivar metrics: a L{socksd.service.metrics.Metrics} told of every connection,
         or L{None}.
-<<<<<<< HEAD
-    @ivar extras: whether C{metrics}, C{accounting} or C{gssapi} is set
-=======
     @ivar accessLog: what gets every finished connection's record
         (C{accessLog.write(record, now)}, with the
         L{socksd.server._log.ConnectionRecord} and the reactor time it
         closed; L{socksd.service.accesslog.AccessLog}), or L{None}.
     @ivar extras: whether C{metrics}, C{accounting}, C{gssapi} or
         C{accessLog} is set
->>>>>>> i15
         (kept by setting them): the one flag the per-tunnel path reads, so
         that a plain tunnel pays for none of them.
     @ivar socks5Handshake: the SOCKS5 handshake class (kept by setting
@@ -233,13 +229,6 @@ class SocksServerFactory(Factory):
     @ivar accounting: an L{socksd.interfaces.IAccounting} told when each
         tunnel opens and when its connection closes (RADIUS accounting),
         or L{None}.
-<<<<<<< HEAD
-    @ivar accessLog: what gets every finished connection's record
-        (C{accessLog.write(record, now)}, with the
-        L{socksd.server._log.ConnectionRecord} and the reactor time it
-        closed; L{socksd.service.accesslog.AccessLog}), or L{None}.
-=======
->>>>>>> i15
     @ivar outgoingAddress: the local C{(host, port)} connections to
         destinations leave from (the connect context's C{bindAddress}; a
         rule's C{bind-address} overrides it), or L{None}.
@@ -272,10 +261,6 @@ class SocksServerFactory(Factory):
     limits: Any = None
     bandwidth: Any = None
     throttle: Any = None
-<<<<<<< HEAD
-    accessLog: Any = None
-=======
->>>>>>> i15
     outgoingAddress: Any = None
     socks6Sessions: Any = None
     socks6Dtls: Any = None
